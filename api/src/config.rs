@@ -1,0 +1,95 @@
+//! Settings from environment variables, with defaults that work on a developer machine.
+
+use std::{fmt, time::Duration};
+
+use anyhow::Context;
+
+/// A value that must never reach a log line or an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+pub const DEV_JWT_SECRET: &str = "emporium-dev-secret-change-me-in-production";
+pub const DEV_ADMIN_EMAIL: &str = "admin@emporium.local";
+pub const DEV_ADMIN_PASSWORD: &str = "emporium-admin";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server binds (`EMPORIUM_BIND`); port 0 picks a free port.
+    pub bind: String,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub redis_url: String,
+    pub temporal_address: String,
+    pub temporal_namespace: String,
+    pub task_queue: String,
+    pub jwt_secret: Secret,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// Created or updated at start-up when both are set.
+    pub admin_email: Option<String>,
+    pub admin_password: Option<Secret>,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let string = |name: &str, default: &str| var(name).unwrap_or_else(|| default.to_owned());
+        let seconds = |name: &str, default: u64| -> anyhow::Result<Duration> {
+            Ok(Duration::from_secs(match var(name) {
+                Some(v) => v.parse().with_context(|| format!("{name} must be a number of seconds"))?,
+                None => default,
+            }))
+        };
+        let jwt_secret = match var("EMPORIUM_JWT_SECRET") {
+            Some(secret) => Secret::new(secret),
+            None => {
+                tracing::warn!("EMPORIUM_JWT_SECRET is not set; using the development secret");
+                Secret::new(DEV_JWT_SECRET)
+            }
+        };
+        Ok(Self {
+            bind: string("EMPORIUM_BIND", "0.0.0.0:8080"),
+            database_url: string("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/emporium"),
+            database_max_connections: match var("DATABASE_MAX_CONNECTIONS") {
+                Some(v) => v.parse().context("DATABASE_MAX_CONNECTIONS must be a number")?,
+                None => 20,
+            },
+            redis_url: string("REDIS_URL", "redis://127.0.0.1:6379"),
+            temporal_address: string("TEMPORAL_ADDRESS", "http://127.0.0.1:7233"),
+            temporal_namespace: string("TEMPORAL_NAMESPACE", "emporium"),
+            task_queue: string("TEMPORAL_TASK_QUEUE", "emporium"),
+            jwt_secret,
+            access_token_ttl: seconds("EMPORIUM_ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
+            refresh_token_ttl: seconds("EMPORIUM_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
+            admin_email: Some(string("EMPORIUM_ADMIN_EMAIL", DEV_ADMIN_EMAIL)),
+            admin_password: Some(Secret::new(string("EMPORIUM_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let shown = format!("{:?}", Secret::new("hunter2"));
+        assert!(!shown.contains("hunter2"));
+    }
+}

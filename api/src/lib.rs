@@ -1,0 +1,117 @@
+//! The Emporium HTTP API: routes, auth, validation, and the application that serves them.
+//! `main.rs` only parses the command line.
+
+pub mod auth;
+pub mod catalogue_generator;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use poem::{
+    EndpointExt, Route, Server,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+    middleware::Tracing,
+};
+use poem_openapi::OpenApiService;
+
+use crate::{
+    auth::{TokenService, hash_password},
+    config::Config,
+    metrics::Metrics,
+    routes::{admin::AdminApi, auth::AuthApi, catalog::CatalogApi, ops::OpsApi},
+    state::{AppState, TemporalGateway, redis_client},
+};
+
+pub type Apis = (AuthApi, CatalogApi, AdminApi, OpsApi);
+
+/// The OpenAPI service of every operation.
+pub fn openapi_service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new((AuthApi, CatalogApi, AdminApi, OpsApi), "Emporium", env!("CARGO_PKG_VERSION"))
+        .description("Store backend: catalogue, carts, checkout, orders and flash sales.")
+}
+
+/// The OpenAPI document as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    let mut spec = openapi_service().spec();
+    spec.push('\n');
+    spec
+}
+
+/// A bound, not yet serving, application.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    port: u16,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the stores, migrates, ensures the admin account and binds the port.
+    /// Redis and Temporal may be down: readiness says so, the process still starts.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = emporium_entities::db::connect_and_migrate(&config.database_url, config.database_max_connections)
+            .await
+            .with_context(|| format!("failed to open {}", emporium_entities::db::redact(&config.database_url)))?;
+        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+            let email = auth::Email::parse(email).map_err(|_| anyhow::anyhow!("EMPORIUM_ADMIN_EMAIL is not an email"))?;
+            let hash = hash_password(password.expose()).await?;
+            emporium_entities::store::users::upsert_admin(&db, email.as_str(), &hash)
+                .await
+                .context("failed to create the admin account")?;
+        }
+        let state = AppState {
+            redis: redis_client(&config.redis_url)?,
+            temporal: TemporalGateway::new(&config.temporal_address, &config.temporal_namespace),
+            tokens: TokenService::new(&config.jwt_secret, config.access_token_ttl, config.refresh_token_ttl),
+            metrics: Metrics::new(),
+            db,
+            config: Arc::new(config),
+        };
+        let acceptor = TcpListener::bind(state.config.bind.clone())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("failed to bind {}", state.config.bind))?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
+            .context("listener has no TCP address")?;
+        Ok(Self { acceptor, port, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_until<F: Future<Output = ()> + Send>(self, shutdown: F) -> std::io::Result<()> {
+        let app = routes(self.state);
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(std::time::Duration::from_secs(10)))
+            .await
+    }
+}
+
+/// The whole HTTP application for `state`.
+pub fn routes(state: AppState) -> impl poem::Endpoint {
+    let api = openapi_service();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    let metrics = state.metrics.clone();
+    Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .around(move |ep, req| metrics::record(metrics.clone(), ep, req))
+        .catch_all_error(error::render_error)
+        .data(state)
+        .with(Tracing)
+}

@@ -1,0 +1,63 @@
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+
+use emporium_api::{Application, catalogue_generator, config::Config, openapi_json};
+
+const USAGE: &str = "usage: emporium-api [serve | migrate | seed-demo [--products N] | openapi]";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,poem=warn")))
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None | Some("serve") => serve().await,
+        Some("migrate") => migrate().await,
+        Some("seed-demo") => seed_demo(&args[1..]).await,
+        Some("openapi") => {
+            print!("{}", openapi_json());
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
+    };
+    if let Err(err) = &result {
+        tracing::error!(error = ?err, "emporium-api failed");
+    }
+    result
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let app = Application::build(Config::from_env()?).await?;
+    tracing::info!(port = app.port(), "API listening; Swagger UI at /docs");
+    app.run_until(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .context("server failed")
+}
+
+async fn migrate() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    emporium_entities::db::connect_and_migrate(&config.database_url, 2).await?;
+    tracing::info!("database is up to date");
+    Ok(())
+}
+
+async fn seed_demo(args: &[String]) -> anyhow::Result<()> {
+    let count = match args {
+        [] => 1_200,
+        [flag, n] if flag == "--products" => n.parse().context("--products takes a number")?,
+        _ => anyhow::bail!("{USAGE}"),
+    };
+    let config = Config::from_env()?;
+    let db = emporium_entities::db::connect_and_migrate(&config.database_url, 4).await?;
+    let report = catalogue_generator::seed_catalogue(&db, count).await?;
+    tracing::info!(
+        categories_created = report.categories_created,
+        products_created = report.products_created,
+        products_requested = count,
+        "demo catalogue loaded"
+    );
+    Ok(())
+}

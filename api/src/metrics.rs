@@ -1,0 +1,99 @@
+//! Prometheus metrics: request counts and latency per route and status.
+
+use std::time::Instant;
+
+use poem::{Endpoint, IntoResponse, Request, Response};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let labels = &["method", "route", "status"];
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by method, route and status"),
+            labels,
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by method, route and status")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            labels,
+        )
+        .expect("valid metric");
+        registry.register(Box::new(requests.clone())).expect("registered once");
+        registry.register(Box::new(latency.clone())).expect("registered once");
+        Self { registry, requests, latency }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding of gathered metrics cannot fail");
+        String::from_utf8(buffer).expect("prometheus text is UTF-8")
+    }
+
+    fn observe(&self, method: &str, route: &str, status: u16, started: Instant) {
+        let status = status.to_string();
+        let labels = [method, route, status.as_str()];
+        self.requests.with_label_values(&labels).inc();
+        self.latency.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The route label: the path with ids replaced, so the label set stays small.
+pub fn route_label(path: &str) -> String {
+    let mut label = String::with_capacity(path.len());
+    for segment in path.split('/').skip(1) {
+        label.push('/');
+        let is_id = !segment.is_empty()
+            && (segment.bytes().all(|b| b.is_ascii_digit()) || uuid::Uuid::parse_str(segment).is_ok());
+        label.push_str(if is_id { "{id}" } else { segment });
+    }
+    if label.is_empty() { "/".to_owned() } else { label }
+}
+
+/// Middleware body: times the request and records it. Unknown routes share one label.
+pub async fn record<E: Endpoint>(metrics: Metrics, next: E, req: Request) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let result = next.call(req).await.map(IntoResponse::into_response);
+    let (status, matched) = match &result {
+        Ok(response) => (response.status().as_u16(), true),
+        Err(err) => (err.status().as_u16(), !err.is::<poem::error::NotFoundError>()),
+    };
+    let route = if matched { route_label(&path) } else { "unmatched".to_owned() };
+    metrics.observe(&method, &route, status, started);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn ids_are_folded_into_the_route_label() {
+        assert_eq!(route_label("/products/42"), "/products/{id}");
+        assert_eq!(route_label("/admin/products/7/inventory"), "/admin/products/{id}/inventory");
+        assert_eq!(route_label("/orders/0190a3c2-7b1e-7c3d-8f00-123456789abc"), "/orders/{id}");
+        assert_eq!(route_label("/"), "/");
+    }
+}

@@ -1,0 +1,93 @@
+//! Shared state of the HTTP server.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use fred::{
+    clients::Client as RedisClient,
+    interfaces::{ClientLike, EventInterface},
+    prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
+};
+use sea_orm::DatabaseConnection;
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use tokio::sync::Mutex;
+
+use crate::{auth::TokenService, config::Config, metrics::Metrics};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: DatabaseConnection,
+    pub redis: RedisClient,
+    pub temporal: TemporalGateway,
+    pub tokens: TokenService,
+    pub metrics: Metrics,
+}
+
+/// Builds a Redis client that connects in the background and keeps reconnecting, so the API
+/// starts (and reports itself not ready) while Redis is down.
+pub fn redis_client(url: &str) -> anyhow::Result<RedisClient> {
+    let config = RedisConfig::from_url(url).with_context(|| format!("REDIS_URL {url:?} is invalid"))?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(2);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build()?;
+    client.on_error(|(err, server)| async move {
+        tracing::warn!(error = %err, server = ?server, "redis connection error");
+        Ok(())
+    });
+    client.connect();
+    Ok(client)
+}
+
+/// A Temporal client connected on first use, so the API starts while Temporal is down.
+#[derive(Clone)]
+pub struct TemporalGateway {
+    address: String,
+    namespace: String,
+    client: Arc<Mutex<Option<Client>>>,
+}
+
+impl TemporalGateway {
+    pub fn new(address: &str, namespace: &str) -> Self {
+        Self { address: address.to_owned(), namespace: namespace.to_owned(), client: Arc::default() }
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let url = url::Url::parse(&self.address)
+            .with_context(|| format!("TEMPORAL_ADDRESS {:?} is not a URL", self.address))?;
+        let options = ConnectionOptions::new(url)
+            .identity("emporium-api".to_owned())
+            .connect_timeout(Duration::from_secs(2))
+            .build();
+        let connection = tokio::time::timeout(Duration::from_secs(3), Connection::connect(options))
+            .await
+            .context("timed out connecting to Temporal")?
+            .with_context(|| format!("failed to connect to Temporal at {}", self.address))?;
+        let client = Client::new(connection, ClientOptions::new(self.namespace.clone()).build())?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Whether the server answers for our namespace right now.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            client.count_workflows("", temporalio_client::WorkflowCountOptions::builder().build()),
+        )
+        .await
+        .context("Temporal did not answer in time")??;
+        Ok(())
+    }
+}

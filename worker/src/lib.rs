@@ -1,0 +1,71 @@
+//! The Temporal worker: connects with the same settings as the API and registers every workflow
+//! and activity of the store. `main.rs` only reads the environment and waits for a stop signal.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sea_orm::DatabaseConnection;
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+use url::Url;
+
+use emporium_activities::SystemActivities;
+use emporium_workflows::probe::WorkerProbeWorkflow;
+
+/// What the worker reads from the environment (same variable names as the API).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub database_url: String,
+    pub temporal_address: String,
+    pub temporal_namespace: String,
+    pub task_queue: String,
+}
+
+impl WorkerConfig {
+    pub fn from_env() -> Self {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        Self {
+            database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/emporium"),
+            temporal_address: var("TEMPORAL_ADDRESS", "http://127.0.0.1:7233"),
+            temporal_namespace: var("TEMPORAL_NAMESPACE", "emporium"),
+            task_queue: var("TEMPORAL_TASK_QUEUE", "emporium"),
+        }
+    }
+}
+
+/// Connects a Temporal client, bounded so a missing server is an error rather than a hang.
+pub async fn connect_temporal(address: &str, namespace: &str, identity: &str) -> anyhow::Result<Client> {
+    let url = Url::parse(address).with_context(|| format!("TEMPORAL_ADDRESS {address:?} is not a URL"))?;
+    let options = ConnectionOptions::new(url)
+        .identity(identity.to_owned())
+        .connect_timeout(Duration::from_secs(5))
+        .build();
+    let connection = tokio::time::timeout(Duration::from_secs(10), Connection::connect(options))
+        .await
+        .context("timed out connecting to Temporal")?
+        .with_context(|| format!("failed to connect to Temporal at {address}"))?;
+    Ok(Client::new(connection, ClientOptions::new(namespace.to_owned()).build())?)
+}
+
+/// Everything the store's workflows and activities need at run time.
+pub struct WorkerDependencies {
+    pub db: DatabaseConnection,
+}
+
+/// The worker options with every workflow and activity of the store registered.
+pub fn worker_options(task_queue: &str, deps: WorkerDependencies) -> anyhow::Result<WorkerOptions> {
+    Ok(WorkerOptions::new(task_queue)
+        .register_workflow::<WorkerProbeWorkflow>()?
+        .register_activities(SystemActivities::new(deps.db))
+        .build())
+}
+
+/// Builds a worker polling `task_queue`.
+pub fn build_worker(
+    runtime: &Runtime,
+    client: Client,
+    task_queue: &str,
+    deps: WorkerDependencies,
+) -> anyhow::Result<Worker> {
+    Worker::new(runtime, client, worker_options(task_queue, deps)?).context("failed to create the Temporal worker")
+}
