@@ -32,9 +32,9 @@ export_store_env # the tests make their own databases on DATABASE_URL's server
 # harness (a criterion bench, say) is not handed a flag it does not know.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 
-log "cargo test --workspace --locked -- $*"
+log "cargo test --workspace --locked --no-fail-fast -- $*"
 set +e
-cargo test --workspace --locked -- "$@"
+cargo test --workspace --locked --no-fail-fast -- "$@"
 rc=$?
 set -e
 ((rc == 0)) || log "cargo test failed (status $rc)"

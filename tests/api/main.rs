@@ -1,1 +1,6 @@
+//! End-to-end tests of the HTTP API against real Postgres, Redis and Temporal.
 
+mod auth;
+mod catalog;
+mod ops;
+mod validation;

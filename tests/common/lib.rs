@@ -1,1 +1,260 @@
+//! Test harness shared by the suites: the API in-process on port 0 against a fresh database
+//! (dropped afterwards), request helpers, and a worker on its own task queue.
 
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use sea_orm::DatabaseConnection;
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+use uuid::Uuid;
+
+use emporium_api::{Application, config::{Config, Secret}};
+
+pub mod worker;
+
+/// The Postgres server the tests make their databases on (from `DATABASE_URL`).
+pub fn database_server_url() -> String {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/emporium".into());
+    let (server, _) = emporium_entities::db::split_database_url(&url).expect("DATABASE_URL names a database");
+    server
+}
+
+/// A fresh, migrated database that is dropped when this value is dropped.
+pub struct TestDatabase {
+    pub url: String,
+    pub db: DatabaseConnection,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let server = database_server_url();
+        let name = format!("emporium_test_{}", Uuid::new_v4().simple());
+        let url = match server.split_once('?') {
+            Some((base, query)) => format!("{}/{name}?{query}", base.trim_end_matches("/postgres")),
+            None => format!("{}/{name}", server.trim_end_matches("/postgres")),
+        };
+        let db = emporium_entities::db::connect_and_migrate(&url, 5).await.expect("create test database");
+        Self { url, db }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        // Drop runs outside async context; a private runtime on another thread does the I/O.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            if let Err(err) = runtime.block_on(emporium_entities::db::drop_database(&url)) {
+                eprintln!("could not drop test database {url}: {err}");
+            }
+        })
+        .join();
+    }
+}
+
+pub const ADMIN_EMAIL: &str = "admin@emporium.test";
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+/// Settings for a test instance: port 0, its own database, the real Redis and Temporal.
+pub fn test_config(database_url: &str) -> Config {
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    Config {
+        bind: "127.0.0.1:0".to_owned(),
+        database_url: database_url.to_owned(),
+        database_max_connections: 10,
+        redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
+        temporal_address: var("TEMPORAL_ADDRESS", "http://127.0.0.1:7233"),
+        temporal_namespace: var("TEMPORAL_NAMESPACE", "emporium"),
+        task_queue: format!("test-{}", Uuid::new_v4().simple()),
+        jwt_secret: Secret::new(format!("test-secret-{}", Uuid::new_v4())),
+        access_token_ttl: Duration::from_secs(300),
+        refresh_token_ttl: Duration::from_secs(3600),
+        admin_email: Some(ADMIN_EMAIL.to_owned()),
+        admin_password: Some(Secret::new(ADMIN_PASSWORD)),
+    }
+}
+
+/// A running API instance.
+pub struct TestApp {
+    pub address: String,
+    pub config: Config,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    // Declared last: dropped after the server has stopped using it.
+    pub database: TestDatabase,
+}
+
+/// A response: status and JSON body (`Value::Null` when the body is not JSON).
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestResponse {
+    /// The error code of a `{code, message}` body.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("<no code>")
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts an instance after `customise` has changed its settings.
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
+    let database = TestDatabase::create().await;
+    let mut config = test_config(&database.url);
+    customise(&mut config);
+    let app = Application::build(config.clone()).await.expect("build application");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    TestApp {
+        address,
+        config,
+        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+        shutdown: Some(shutdown),
+        server: Some(server),
+        database,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+impl TestApp {
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.database.db
+    }
+
+    /// Sends a request; `token` as bearer, `body` as JSON.
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> TestResponse {
+        let mut request = self.client.request(method, format!("{}{}", self.address, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        into_test_response(request.send().await.expect("request sent")).await
+    }
+
+    /// Sends a raw body with a content type, for malformed-input tests.
+    pub async fn request_raw(&self, method: Method, path: &str, token: Option<&str>, content_type: &str, body: &str) -> TestResponse {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.address, path))
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        into_test_response(request.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> TestResponse {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> TestResponse {
+        self.request(Method::PATCH, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> TestResponse {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.request(Method::DELETE, path, token, None).await
+    }
+
+    /// Registers a new customer and returns their access token and user id.
+    pub async fn register_customer(&self) -> (String, String) {
+        let email = format!("shopper-{}@example.com", Uuid::new_v4().simple());
+        let response = self.post("/auth/register", None, json!({ "email": email, "password": "correct horse battery" })).await;
+        assert_eq!(response.status, StatusCode::CREATED, "register: {}", response.text);
+        (
+            response.body["accessToken"].as_str().expect("access token").to_owned(),
+            response.body["userId"].as_str().expect("user id").to_owned(),
+        )
+    }
+
+    /// An access token of the admin account created at start-up.
+    pub async fn admin_token(&self) -> String {
+        let response = self.post("/auth/login", None, json!({ "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD })).await;
+        assert_eq!(response.status, StatusCode::OK, "admin login: {}", response.text);
+        response.body["accessToken"].as_str().expect("access token").to_owned()
+    }
+
+    /// Creates a category as admin and returns its id.
+    pub async fn create_category(&self, admin: &str, name: &str, parent: Option<i64>) -> i64 {
+        let response = self.post("/admin/categories", Some(admin), json!({ "name": name, "parentId": parent })).await;
+        assert_eq!(response.status, StatusCode::CREATED, "create category: {}", response.text);
+        response.body["id"].as_i64().expect("category id")
+    }
+
+    /// Creates a product as admin and returns its JSON.
+    pub async fn create_product(&self, admin: &str, category_id: i64, sku: &str, price: i64, stock: i64) -> Value {
+        let response = self
+            .post(
+                "/admin/products",
+                Some(admin),
+                json!({
+                    "sku": sku,
+                    "title": format!("Test product {sku}"),
+                    "description": "A product made by a test",
+                    "brand": "Acme",
+                    "categoryId": category_id,
+                    "price": { "amount": price, "currency": "USD" },
+                    "attributes": { "colour": "red" },
+                    "stock": stock,
+                }),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "create product: {}", response.text);
+        response.body
+    }
+}
+
+async fn into_test_response(response: reqwest::Response) -> TestResponse {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    TestResponse { status, headers, body, text }
+}
+
+/// Counts rows of `sql` (a `SELECT COUNT(*) AS n ...`).
+pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .expect("count query")
+        .expect("count row")
+        .try_get("", "n")
+        .expect("n column")
+}
