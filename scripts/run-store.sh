@@ -3,7 +3,7 @@
 # not running), then the worker and the API, built with cargo. Ctrl-C stops the API, the worker
 # and whatever this script started; services that were already running stay up.
 #
-#   EMPORIUM_PROFILE=release|debug   cargo profile (default release)
+#   EMPORIUM_PROFILE=debug|release   cargo profile (default debug: it shares the build of the tests)
 #   EMPORIUM_PORT / EMPORIUM_BIND    where the API listens (default 0.0.0.0:8080)
 #   DATABASE_URL, REDIS_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE,
 #   EMPORIUM_ADMIN_EMAIL, EMPORIUM_ADMIN_PASSWORD   as the binaries read them (defaults below)
@@ -13,7 +13,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/dev-env.sh"
 cd "$EMPORIUM_ROOT"
 
-profile="${EMPORIUM_PROFILE:-release}"
+profile="${EMPORIUM_PROFILE:-debug}"
 case $profile in
   release) cargo_profile=(--release) ;;
   debug) cargo_profile=() ;;

@@ -8,7 +8,7 @@ const USAGE: &str = "usage: emporium-api [serve | migrate | seed-demo [--product
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,poem=warn")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,poem=warn,sqlx=warn")))
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -30,11 +30,23 @@ async fn main() -> anyhow::Result<()> {
 async fn serve() -> anyhow::Result<()> {
     let app = Application::build(Config::from_env()?).await?;
     tracing::info!(port = app.port(), "API listening; Swagger UI at /docs");
-    app.run_until(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
-    .context("server failed")
+    app.run_until(stop_signal()).await.context("server failed")
+}
+
+/// Ctrl-C or SIGTERM: stop accepting, finish in-flight requests.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler can be installed");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("stop signal received, draining requests");
 }
 
 async fn migrate() -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, TransactionTrait};
 use sea_orm_migration::MigratorTrait;
 
 use crate::Migrator;
@@ -57,7 +57,8 @@ pub async fn ensure_database(url: &str) -> Result<(), DbErr> {
     if !exists {
         // Two processes may race to create it; the loser sees "already exists", which is fine.
         if let Err(e) = server.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await {
-            if !e.to_string().contains("already exists") {
+            let lost_race = e.to_string().contains("already exists") || e.to_string().contains("pg_database_datname_index");
+            if !lost_race {
                 return Err(e);
             }
         }
@@ -79,7 +80,12 @@ pub async fn drop_database(url: &str) -> Result<(), DbErr> {
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     ensure_database(url).await?;
     let db = connect(url, max_connections).await?;
-    Migrator::up(&db, None).await?;
+    // The API and the worker start together and both migrate: a transaction-scoped advisory
+    // lock lets one apply the migrations while the other waits, then finds nothing to do.
+    let tx = db.begin().await?;
+    tx.execute_unprepared("SELECT pg_advisory_xact_lock(72635170001)").await?;
+    Migrator::up(&tx, None).await?;
+    tx.commit().await?;
     Ok(db)
 }
 

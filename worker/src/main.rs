@@ -7,7 +7,7 @@ use emporium_worker::{WorkerConfig, WorkerDependencies, build_worker, connect_te
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
         .init();
     if let Err(err) = run().await {
         tracing::error!(error = ?err, "worker stopped with an error");
