@@ -27,6 +27,7 @@ pub enum ErrorCode {
     InvalidPage,
     LimitTooLarge,
     EmptyUpdate,
+    InvalidSession,
     // 401 / 403
     Unauthorized,
     InvalidCredentials,
@@ -36,15 +37,21 @@ pub enum ErrorCode {
     NotFound,
     ProductNotFound,
     CategoryNotFound,
+    CartItemNotFound,
+    NotInWishlist,
     MethodNotAllowed,
     EmailTaken,
     SkuTaken,
     SlugTaken,
+    InsufficientStock,
+    LineLimitExceeded,
+    CurrencyMismatch,
     PayloadTooLarge,
     UnsupportedMediaType,
     UnknownCategory,
     // 5xx
     NotReady,
+    ServiceUnavailable,
     Internal,
 }
 
@@ -54,18 +61,21 @@ impl ErrorCode {
         match self {
             InvalidBody | InvalidParameter | InvalidEmail | InvalidPassword | InvalidSku | InvalidTitle
             | InvalidBrand | InvalidDescription | InvalidPrice | InvalidCurrency | InvalidQuantity
-            | InvalidAttributes | InvalidName | InvalidSlug | InvalidPage | LimitTooLarge | EmptyUpdate => {
+            | InvalidAttributes | InvalidName | InvalidSlug | InvalidPage | LimitTooLarge | EmptyUpdate
+            | InvalidSession => {
                 StatusCode::BAD_REQUEST
             }
             Unauthorized | InvalidCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
-            NotFound | ProductNotFound | CategoryNotFound => StatusCode::NOT_FOUND,
+            NotFound | ProductNotFound | CategoryNotFound | CartItemNotFound | NotInWishlist => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            EmailTaken | SkuTaken | SlugTaken => StatusCode::CONFLICT,
+            EmailTaken | SkuTaken | SlugTaken | InsufficientStock | LineLimitExceeded | CurrencyMismatch => {
+                StatusCode::CONFLICT
+            }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             UnknownCategory => StatusCode::UNPROCESSABLE_ENTITY,
-            NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            NotReady | ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +87,10 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human-readable explanation; wording may change.
     pub message: String,
+    /// Machine-readable specifics of some errors, e.g. `{productId, available}` for
+    /// `insufficient_stock`.
+    #[oai(skip_serializing_if_is_none)]
+    pub details: Option<serde_json::Value>,
 }
 
 /// The error side of every operation.
@@ -103,11 +117,18 @@ pub enum ApiError {
     /// Something went wrong on our side; the cause is logged, not returned.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// A service this operation needs is unavailable; retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        let body = Json(ErrorBody { code, message: message.into() });
+        Self::with_details(code, message, None)
+    }
+
+    pub fn with_details(code: ErrorCode, message: impl Into<String>, details: Option<serde_json::Value>) -> Self {
+        let body = Json(ErrorBody { code, message: message.into(), details });
         match code.status() {
             StatusCode::BAD_REQUEST => ApiError::BadRequest(body),
             StatusCode::UNAUTHORIZED => ApiError::Unauthorized(body),
@@ -115,6 +136,7 @@ impl ApiError {
             StatusCode::NOT_FOUND => ApiError::NotFound(body),
             StatusCode::CONFLICT => ApiError::Conflict(body),
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(body),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(body),
             _ => ApiError::Internal(body),
         }
     }
@@ -124,6 +146,13 @@ impl ApiError {
         let err = err.into();
         tracing::error!(error = ?err, "internal error");
         ApiError::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// A dependency failed in a way the client can retry; the cause is logged.
+    pub fn unavailable(what: &str, err: impl Into<anyhow::Error>) -> Self {
+        let err = err.into();
+        tracing::error!(error = ?err, dependency = what, "dependency unavailable");
+        ApiError::new(ErrorCode::ServiceUnavailable, format!("{what} is unavailable, retry later"))
     }
 
     pub fn forbidden() -> Self {

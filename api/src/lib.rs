@@ -2,6 +2,7 @@
 //! `main.rs` only parses the command line.
 
 pub mod auth;
+pub mod cart;
 pub mod catalogue_generator;
 pub mod config;
 pub mod error;
@@ -21,17 +22,18 @@ use poem_openapi::OpenApiService;
 
 use crate::{
     auth::{TokenService, hash_password},
+    cart::{CartEvents, CartService},
     config::Config,
     metrics::Metrics,
-    routes::{admin::AdminApi, auth::AuthApi, catalog::CatalogApi, ops::OpsApi},
+    routes::{admin::AdminApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, ops::OpsApi, wishlist::WishlistApi},
     state::{AppState, TemporalGateway, redis_client},
 };
 
-pub type Apis = (AuthApi, CatalogApi, AdminApi, OpsApi);
+pub type Apis = (AuthApi, CatalogApi, CartApi, WishlistApi, AdminApi, OpsApi);
 
 /// The OpenAPI service of every operation.
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((AuthApi, CatalogApi, AdminApi, OpsApi), "Emporium", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new((AuthApi, CatalogApi, CartApi, WishlistApi, AdminApi, OpsApi), "Emporium", env!("CARGO_PKG_VERSION"))
         .description("Store backend: catalogue, carts, checkout, orders and flash sales.")
 }
 
@@ -63,8 +65,11 @@ impl Application {
                 .await
                 .context("failed to create the admin account")?;
         }
+        let redis = redis_client(&config.redis_url)?;
+        let cart_events = CartEvents::start(&config.redis_url, redis.clone())?;
         let state = AppState {
-            redis: redis_client(&config.redis_url)?,
+            carts: CartService::new(db.clone(), redis.clone(), cart_events),
+            redis,
             temporal: TemporalGateway::new(&config.temporal_address, &config.temporal_namespace),
             tokens: TokenService::new(&config.jwt_secret, config.access_token_ttl, config.refresh_token_ttl),
             metrics: Metrics::new(),

@@ -12,13 +12,14 @@ use sea_orm::DatabaseConnection;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use tokio::sync::Mutex;
 
-use crate::{auth::TokenService, config::Config, metrics::Metrics};
+use crate::{auth::TokenService, cart::CartService, config::Config, metrics::Metrics};
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: DatabaseConnection,
     pub redis: RedisClient,
+    pub carts: CartService,
     pub temporal: TemporalGateway,
     pub tokens: TokenService,
     pub metrics: Metrics,

@@ -1,6 +1,7 @@
 //! End-to-end tests of the HTTP API against real Postgres, Redis and Temporal.
 
 mod auth;
+mod cart;
 mod catalog;
 mod ops;
 mod validation;

@@ -1,8 +1,8 @@
-use std::{net::TcpListener, process::{Child, Command, Stdio}, time::Duration};
+use std::{net::TcpListener, time::Duration};
 
 use reqwest::StatusCode;
 
-use emporium_tests::{spawn_app, spawn_app_with};
+use emporium_tests::{PrivateRedis, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn healthz_answers_and_readyz_is_ready_when_everything_is_up() {
@@ -22,36 +22,6 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A private redis-server, so stopping it disturbs no other test.
-struct PrivateRedis {
-    port: u16,
-    child: Child,
-}
-
-impl PrivateRedis {
-    fn start() -> Self {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/dev-env.sh installs it)");
-        Self { port, child }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 async fn eventually_status(app: &emporium_tests::TestApp, want: StatusCode) -> emporium_tests::TestResponse {
     let mut last = app.get("/readyz", None).await;
     for _ in 0..50 {
@@ -67,8 +37,8 @@ async fn eventually_status(app: &emporium_tests::TestApp, want: StatusCode) -> e
 #[tokio::test]
 async fn readyz_names_a_dependency_that_stopped() {
     let mut redis = PrivateRedis::start();
-    let port = redis.port;
-    let app = spawn_app_with(|config| config.redis_url = format!("redis://127.0.0.1:{port}")).await;
+    let url = redis.url();
+    let app = spawn_app_with(|config| config.redis_url = url).await;
     let ready = eventually_status(&app, StatusCode::OK).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
 

@@ -258,3 +258,53 @@ pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
         .try_get("", "n")
         .expect("n column")
 }
+
+/// A connected Redis client for `url`.
+pub async fn redis(url: &str) -> fred::clients::Client {
+    use fred::interfaces::ClientLike;
+    let client = emporium_api::state::redis_client(url).expect("redis client");
+    client.wait_for_connect().await.expect("redis connects");
+    client
+}
+
+/// A private redis-server on a free port, for tests that stop or flush Redis without
+/// disturbing the others. Killed on drop.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/dev-env.sh installs it)");
+        // wait until it accepts connections
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,12 +1,13 @@
 use chrono::{DateTime, Utc};
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Header, payload::Json};
 use uuid::Uuid;
 
-use emporium_entities::{StoreError, entity::users::Role, store::users};
+use emporium_entities::{StoreError, entity::users::Role, store::{carts::MergeReport, users}};
 
 use super::ApiTags;
 use crate::{
     auth::{BearerAuth, Email, Password, TokenKind, hash_password, verify_password},
+    cart::{SessionId, skip_reason_code},
     error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
 };
@@ -35,6 +36,64 @@ struct TokenResponse {
     /// Seconds until the access token expires.
     expires_in: u64,
     token_type: String,
+    /// Present when `POST /auth/login` was given an `X-Session-Id`: what happened to that
+    /// anonymous cart.
+    #[oai(skip_serializing_if_is_none)]
+    cart_merge: Option<CartMerge>,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct MergedLine {
+    product_id: i64,
+    quantity: i32,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct CappedLine {
+    product_id: i64,
+    /// Units in the anonymous cart.
+    requested: i32,
+    /// Units that fit (stock, line limit).
+    added: i32,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct SkippedLine {
+    product_id: i64,
+    /// `product_unavailable` or `currency_mismatch`.
+    reason: String,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct CartMerge {
+    /// This session had been merged before; nothing changed.
+    already_merged: bool,
+    merged: Vec<MergedLine>,
+    capped: Vec<CappedLine>,
+    skipped: Vec<SkippedLine>,
+}
+
+impl From<MergeReport> for CartMerge {
+    fn from(r: MergeReport) -> Self {
+        CartMerge {
+            already_merged: r.already_merged,
+            merged: r.merged.into_iter().map(|(product_id, quantity)| MergedLine { product_id, quantity }).collect(),
+            capped: r
+                .capped
+                .into_iter()
+                .map(|(product_id, requested, added)| CappedLine { product_id, requested, added })
+                .collect(),
+            skipped: r
+                .skipped
+                .into_iter()
+                .map(|(product_id, reason)| SkippedLine { product_id, reason: skip_reason_code(reason).to_owned() })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Object)]
@@ -98,6 +157,7 @@ fn tokens_for(state: &AppState, user_id: Uuid, role: Role) -> ApiResult<TokenRes
         refresh_token: pair.refresh_token,
         expires_in: pair.expires_in,
         token_type: "Bearer".to_owned(),
+        cart_merge: None,
     })
 }
 
@@ -127,9 +187,16 @@ impl AuthApi {
         Ok(RegisterResponse::Created(Json(tokens_for(&state, user.id, user.role)?)))
     }
 
-    /// Sign in with email and password.
+    /// Sign in with email and password. With an `X-Session-Id`, that anonymous cart is merged
+    /// into the account's cart (once) and the response says what was merged or capped.
     #[oai(path = "/auth/login", method = "post")]
-    async fn login(&self, state: poem::web::Data<&AppState>, body: Json<Credentials>) -> ApiResult<LoginResponse> {
+    async fn login(
+        &self,
+        state: poem::web::Data<&AppState>,
+        #[oai(name = "X-Session-Id")] session: Header<Option<String>>,
+        body: Json<Credentials>,
+    ) -> ApiResult<LoginResponse> {
+        let session = session.0.as_deref().map(SessionId::parse).transpose()?;
         let wrong = || ApiError::new(ErrorCode::InvalidCredentials, "email or password is incorrect");
         // A malformed email cannot belong to an account: same answer as a wrong password.
         let Ok(email) = Email::parse(&body.email) else { return Err(wrong()) };
@@ -137,7 +204,13 @@ impl AuthApi {
         let stored_hash = user.as_ref().map_or(DECOY_HASH, |u| u.password_hash.as_str());
         let matches = verify_password(&body.password, stored_hash).await.map_err(ApiError::internal)?;
         match user {
-            Some(user) if matches => Ok(LoginResponse::Ok(Json(tokens_for(&state, user.id, user.role)?))),
+            Some(user) if matches => {
+                let mut tokens = tokens_for(&state, user.id, user.role)?;
+                if let Some(session) = session {
+                    tokens.cart_merge = Some(state.carts.merge_on_login(user.id, &session).await?.into());
+                }
+                Ok(LoginResponse::Ok(Json(tokens)))
+            }
             _ => Err(wrong()),
         }
     }

@@ -2,8 +2,10 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cart;
 pub mod catalog;
 pub mod ops;
+pub mod wishlist;
 
 use poem_openapi::{Object, Tags};
 
@@ -16,6 +18,10 @@ pub enum ApiTags {
     Auth,
     /// Browsing the catalogue
     Catalog,
+    /// Carts of anonymous and signed-in shoppers
+    Cart,
+    /// Products saved for later
+    Wishlist,
     /// Catalogue management (admin role)
     Admin,
     /// Health, readiness and metrics

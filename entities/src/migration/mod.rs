@@ -3,12 +3,16 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261201_000001_create_schema;
+mod m20261201_000002_create_cart_merges;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261201_000001_create_schema::Migration)]
+        vec![
+            Box::new(m20261201_000001_create_schema::Migration),
+            Box::new(m20261201_000002_create_cart_merges::Migration),
+        ]
     }
 }

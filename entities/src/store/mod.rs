@@ -1,8 +1,10 @@
 //! Store functions: every read and write of the records goes through here.
 
+pub mod carts;
 pub mod catalog;
 pub mod outbox;
 pub mod users;
+pub mod wishlists;
 
 use sea_orm::{DbErr, SqlErr};
 

@@ -1,0 +1,173 @@
+//! Anonymous carts: a Redis hash per session, `product id -> "qty:unit price:currency:added ms"`,
+//! changed only by one Lua script so concurrent writes cannot lose each other's updates.
+
+use std::{collections::HashMap, sync::LazyLock, time::Duration};
+
+use chrono::{TimeZone, Utc};
+use fred::{clients::Client as RedisClient, interfaces::KeysInterface, interfaces::HashesInterface, types::scripts::Script};
+use uuid::Uuid;
+
+use emporium_entities::store::carts::{CartChange, CartError, CartLine, CartProduct};
+
+use crate::error::{ApiError, ErrorCode};
+
+pub const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A server-issued anonymous session: 32 lower-case hex digits (128 random bits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn generate() -> Self {
+        Self(Uuid::new_v4().simple().to_string())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let ok = raw.len() == 32 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ApiError::new(ErrorCode::InvalidSession, "X-Session-Id must be a session id issued by this API"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn key(session: &SessionId) -> String {
+    format!("cart:anon:{}", session.0)
+}
+
+static CHANGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+-- KEYS[1] the cart. ARGV: mode (add|set|remove|clear), product id, quantity, unit price,
+-- currency, now (ms), units available, most per line, ttl (ms).
+-- Returns {status, units in the cart}: 0 done, 1 over the line limit, 2 not enough stock,
+-- 3 no such line, 4 other currency.
+local mode = ARGV[1]
+if mode == 'clear' then
+  redis.call('DEL', KEYS[1])
+  return {0, 0}
+end
+local current = redis.call('HGET', KEYS[1], ARGV[2])
+if mode == 'remove' then
+  if not current then return {3, 0} end
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[9])
+  return {0, 0}
+end
+local in_cart, price, currency, added = 0, ARGV[4], ARGV[5], ARGV[6]
+if current then
+  local q, p, c, a = string.match(current, '^(%d+):(%d+):(%u+):(%d+)$')
+  in_cart, price, currency, added = tonumber(q), p, c, a
+elseif mode == 'set' then
+  return {3, 0}
+end
+local wanted = tonumber(ARGV[3])
+if mode == 'add' then wanted = in_cart + wanted end
+if wanted > tonumber(ARGV[8]) then return {1, in_cart} end
+if wanted > tonumber(ARGV[7]) then return {2, in_cart} end
+for _, line in ipairs(redis.call('HVALS', KEYS[1])) do
+  if string.match(line, '^%d+:%d+:(%u+):') ~= currency then return {4, in_cart} end
+end
+redis.call('HSET', KEYS[1], ARGV[2], wanted .. ':' .. price .. ':' .. currency .. ':' .. added)
+redis.call('PEXPIRE', KEYS[1], ARGV[9])
+return {0, wanted}
+"#,
+    )
+});
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("refused: {0}")]
+    Refused(CartError),
+    #[error(transparent)]
+    Redis(#[from] fred::error::Error),
+}
+
+/// Applies `change`; `product` is the live product for adds and sets.
+pub async fn change(
+    redis: &RedisClient,
+    session: &SessionId,
+    change: CartChange,
+    product: Option<&CartProduct>,
+    max_line: i32,
+) -> Result<(), ChangeError> {
+    let (mode, product_id, quantity) = match change {
+        CartChange::Add { product_id, quantity } => ("add", product_id, quantity),
+        CartChange::Set { product_id, quantity } => ("set", product_id, quantity),
+        CartChange::Remove { product_id } => ("remove", product_id, 0),
+        CartChange::Clear => ("clear", 0, 0),
+    };
+    let (price, currency, available) = product.map_or((0, "XXX".to_owned(), 0), |p| (p.price_minor, p.currency.clone(), p.available));
+    let args: Vec<String> = vec![
+        mode.to_owned(),
+        product_id.to_string(),
+        quantity.to_string(),
+        price.to_string(),
+        currency.clone(),
+        Utc::now().timestamp_millis().to_string(),
+        available.to_string(),
+        max_line.to_string(),
+        TTL.as_millis().to_string(),
+    ];
+    let (status, in_cart): (i64, i64) = CHANGE.evalsha_with_reload(redis, key(session), args).await?;
+    let in_cart = in_cart as i32;
+    match status {
+        0 => Ok(()),
+        1 => Err(ChangeError::Refused(CartError::LineLimit { max: max_line, in_cart })),
+        2 => Err(ChangeError::Refused(CartError::InsufficientStock { available, in_cart })),
+        3 => Err(ChangeError::Refused(CartError::LineNotFound)),
+        _ => Err(ChangeError::Refused(CartError::CurrencyMismatch { cart: "another currency".to_owned(), product: currency })),
+    }
+}
+
+/// The lines, oldest first; an expired or unknown session has none.
+pub async fn lines(redis: &RedisClient, session: &SessionId) -> Result<Vec<CartLine>, fred::error::Error> {
+    let raw: HashMap<String, String> = redis.hgetall(key(session)).await?;
+    let mut lines: Vec<CartLine> = raw.iter().filter_map(|(product, value)| parse_line(product, value)).collect();
+    lines.sort_by_key(|l| (l.added_at, l.product_id));
+    Ok(lines)
+}
+
+pub async fn delete(redis: &RedisClient, session: &SessionId) -> Result<(), fred::error::Error> {
+    redis.del::<i64, _>(key(session)).await.map(|_| ())
+}
+
+fn parse_line(product: &str, value: &str) -> Option<CartLine> {
+    let mut parts = value.split(':');
+    let quantity = parts.next()?.parse().ok()?;
+    let unit_price_minor = parts.next()?.parse().ok()?;
+    let currency = parts.next()?.to_owned();
+    let added_ms: i64 = parts.next()?.parse().ok()?;
+    Some(CartLine {
+        product_id: product.parse().ok()?,
+        quantity,
+        unit_price_minor,
+        currency,
+        added_at: Utc.timestamp_millis_opt(added_ms).single()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_checked() {
+        assert!(SessionId::parse(SessionId::generate().as_str()).is_ok());
+        for bad in ["", "abc", "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ", "0123456789abcdef0123456789abcdef0"] {
+            assert!(SessionId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stored_lines_parse_back() {
+        let line = parse_line("42", "3:1999:USD:1700000000000").unwrap();
+        assert_eq!((line.product_id, line.quantity, line.unit_price_minor, line.currency.as_str()), (42, 3, 1999, "USD"));
+        assert!(parse_line("x", "3:1:USD:1").is_none());
+    }
+}

@@ -1,0 +1,53 @@
+//! Read cache of signed-in carts: `version|json` under `cart:user:<id>`. A write only replaces
+//! an older version, so a slow reader can never put back a cart that a writer has replaced.
+//! Redis failures only cost a database read: Postgres holds the cart.
+
+use std::{sync::LazyLock, time::Duration};
+
+use fred::{clients::Client as RedisClient, interfaces::KeysInterface, types::scripts::Script};
+use uuid::Uuid;
+
+use emporium_entities::store::carts::UserCart;
+
+const TTL: Duration = Duration::from_secs(3600);
+
+fn key(user: Uuid) -> String {
+    format!("cart:user:{user}")
+}
+
+static PUT_IF_NEWER: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local version = tonumber(string.match(current, '^(%d+)|'))
+  if version and version >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
+return 1
+"#,
+    )
+});
+
+pub async fn get(redis: &RedisClient, user: Uuid) -> Option<UserCart> {
+    let raw: Option<String> = match redis.get(key(user)).await {
+        Ok(raw) => raw,
+        Err(err) => {
+            tracing::warn!(error = %err, "cart cache read failed");
+            return None;
+        }
+    };
+    let (_, json) = raw?.split_once('|').map(|(v, j)| (v.to_owned(), j.to_owned()))?;
+    serde_json::from_str(&json).ok()
+}
+
+pub async fn put(redis: &RedisClient, user: Uuid, cart: &UserCart) {
+    let json = match serde_json::to_string(cart) {
+        Ok(json) => json,
+        Err(err) => return tracing::error!(error = %err, "cart does not serialise"),
+    };
+    let args = vec![cart.version.to_string(), json, TTL.as_millis().to_string()];
+    if let Err(err) = PUT_IF_NEWER.evalsha_with_reload::<i64, _, _>(redis, key(user), args).await {
+        tracing::warn!(error = %err, "cart cache write failed");
+    }
+}

@@ -1,0 +1,192 @@
+//! Carts: anonymous ones in Redis keyed by a session id, signed-in ones in Postgres with a Redis
+//! read cache, and live updates to every device of a user through Redis pub/sub.
+
+mod anonymous;
+mod cache;
+mod events;
+mod view;
+
+use std::collections::HashMap;
+
+use fred::clients::Client as RedisClient;
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+
+use emporium_entities::store::carts::{self, CartChange, CartError, CartLine, MergeLine, MergeReport, SkipReason, UserCart};
+
+pub use anonymous::SessionId;
+pub use events::CartEvents;
+pub use view::{CartLineView, CartView};
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+
+/// Most units of one product in one cart.
+pub const MAX_LINE_QUANTITY: i32 = 99;
+
+/// Whose cart a request is about.
+#[derive(Debug, Clone)]
+pub enum CartOwner {
+    User(Uuid),
+    /// An anonymous shopper; `None` until the first write issues a session id.
+    Session(Option<SessionId>),
+}
+
+#[derive(Clone)]
+pub struct CartService {
+    db: DatabaseConnection,
+    redis: RedisClient,
+    events: CartEvents,
+}
+
+impl CartService {
+    pub fn new(db: DatabaseConnection, redis: RedisClient, events: CartEvents) -> Self {
+        Self { db, redis, events }
+    }
+
+    pub fn events(&self) -> &CartEvents {
+        &self.events
+    }
+
+    /// The cart with current prices. Reading never creates a session.
+    pub async fn view(&self, owner: &CartOwner) -> ApiResult<CartView> {
+        match owner {
+            CartOwner::User(user) => self.user_view(*user).await,
+            CartOwner::Session(None) => Ok(CartView::empty(None)),
+            CartOwner::Session(Some(session)) => {
+                let lines = anonymous::lines(&self.redis, session).await.map_err(|e| ApiError::unavailable("the cart store", e))?;
+                self.price(lines, Some(session)).await
+            }
+        }
+    }
+
+    /// Applies a change; an anonymous shopper without a session gets one.
+    pub async fn change(&self, owner: &CartOwner, change: CartChange) -> ApiResult<CartView> {
+        match owner {
+            CartOwner::User(user) => {
+                let cart = carts::change_user_cart(&self.db, *user, change, MAX_LINE_QUANTITY)
+                    .await
+                    .map_err(|e| cart_error(e, change))?;
+                self.after_user_change(*user, cart).await
+            }
+            CartOwner::Session(session) => {
+                let session = session.clone().unwrap_or_else(SessionId::generate);
+                let product = match change {
+                    CartChange::Add { product_id, .. } | CartChange::Set { product_id, .. } => {
+                        let found = carts::cart_products(&self.db, &[product_id]).await?.into_iter().find(|p| !p.deleted);
+                        Some(found.ok_or_else(|| cart_error(CartError::ProductNotFound, change))?)
+                    }
+                    _ => None,
+                };
+                anonymous::change(&self.redis, &session, change, product.as_ref(), MAX_LINE_QUANTITY)
+                    .await
+                    .map_err(|e| match e {
+                        anonymous::ChangeError::Refused(refusal) => cart_error(refusal, change),
+                        anonymous::ChangeError::Redis(e) => ApiError::unavailable("the cart store", e),
+                    })?;
+                let lines = anonymous::lines(&self.redis, &session).await.map_err(|e| ApiError::unavailable("the cart store", e))?;
+                self.price(lines, Some(&session)).await
+            }
+        }
+    }
+
+    /// Moves a wishlist item into the user's cart.
+    pub async fn move_from_wishlist(&self, user: Uuid, product_id: i64, quantity: i32) -> ApiResult<CartView> {
+        let change = CartChange::Add { product_id, quantity };
+        let cart = carts::move_wishlist_item_to_cart(&self.db, user, product_id, quantity, MAX_LINE_QUANTITY)
+            .await
+            .map_err(|e| match e {
+                CartError::LineNotFound => {
+                    ApiError::new(ErrorCode::NotInWishlist, format!("product {product_id} is not on the wishlist"))
+                }
+                other => cart_error(other, change),
+            })?;
+        self.after_user_change(user, cart).await
+    }
+
+    /// Merges the anonymous cart of `session` into the user's, once; the anonymous cart is gone
+    /// afterwards.
+    pub async fn merge_on_login(&self, user: Uuid, session: &SessionId) -> ApiResult<MergeReport> {
+        let lines = anonymous::lines(&self.redis, session).await.map_err(|e| ApiError::unavailable("the cart store", e))?;
+        let lines = lines
+            .into_iter()
+            .map(|l| MergeLine { product_id: l.product_id, quantity: l.quantity, unit_price_minor: l.unit_price_minor, currency: l.currency })
+            .collect();
+        let (report, cart) = carts::merge_into_user_cart(&self.db, user, session.as_str(), lines, MAX_LINE_QUANTITY)
+            .await
+            .map_err(ApiError::internal)?;
+        if let Err(err) = anonymous::delete(&self.redis, session).await {
+            // Harmless: the merge is recorded in Postgres and will not run twice.
+            tracing::warn!(error = %err, "could not delete a merged anonymous cart");
+        }
+        if !report.already_merged {
+            self.after_user_change(user, cart).await?;
+        }
+        Ok(report)
+    }
+
+    async fn user_view(&self, user: Uuid) -> ApiResult<CartView> {
+        let cart = match cache::get(&self.redis, user).await {
+            Some(cart) => cart,
+            None => {
+                let cart = carts::load_user_cart(&self.db, user).await?;
+                cache::put(&self.redis, user, &cart).await;
+                cart
+            }
+        };
+        self.price(cart.lines, None).await
+    }
+
+    /// Refreshes the cache and tells the user's other devices.
+    async fn after_user_change(&self, user: Uuid, cart: UserCart) -> ApiResult<CartView> {
+        cache::put(&self.redis, user, &cart).await;
+        let view = self.price(cart.lines, None).await?;
+        self.events.publish(user, &view).await;
+        Ok(view)
+    }
+
+    /// Prices lines at the current catalogue prices.
+    async fn price(&self, lines: Vec<CartLine>, session: Option<&SessionId>) -> ApiResult<CartView> {
+        let ids: Vec<i64> = lines.iter().map(|l| l.product_id).collect();
+        let products: HashMap<i64, carts::CartProduct> =
+            carts::cart_products(&self.db, &ids).await?.into_iter().map(|p| (p.id, p)).collect();
+        Ok(CartView::build(lines, &products, session.map(|s| s.as_str().to_owned())))
+    }
+}
+
+/// The API error for a refused cart change.
+fn cart_error(err: CartError, change: CartChange) -> ApiError {
+    let product_id = match change {
+        CartChange::Add { product_id, .. } | CartChange::Set { product_id, .. } | CartChange::Remove { product_id } => product_id,
+        CartChange::Clear => 0,
+    };
+    match err {
+        CartError::ProductNotFound => {
+            ApiError::new(ErrorCode::ProductNotFound, format!("product {product_id} does not exist"))
+        }
+        CartError::LineNotFound => {
+            ApiError::new(ErrorCode::CartItemNotFound, format!("the cart has no line for product {product_id}"))
+        }
+        CartError::InsufficientStock { available, in_cart } => ApiError::with_details(
+            ErrorCode::InsufficientStock,
+            format!("only {available} of product {product_id} available ({in_cart} already in the cart)"),
+            Some(serde_json::json!({ "productId": product_id, "available": available, "inCart": in_cart })),
+        ),
+        CartError::LineLimit { max, in_cart } => ApiError::with_details(
+            ErrorCode::LineLimitExceeded,
+            format!("at most {max} units of one product per cart ({in_cart} already in the cart)"),
+            Some(serde_json::json!({ "productId": product_id, "max": max, "inCart": in_cart })),
+        ),
+        CartError::CurrencyMismatch { cart, product } => {
+            ApiError::new(ErrorCode::CurrencyMismatch, format!("the cart is priced in {cart}, this product in {product}"))
+        }
+        CartError::Store(err) => ApiError::internal(err),
+    }
+}
+
+/// How a merge is reported to the client.
+pub fn skip_reason_code(reason: SkipReason) -> &'static str {
+    match reason {
+        SkipReason::ProductUnavailable => "product_unavailable",
+        SkipReason::CurrencyMismatch => "currency_mismatch",
+    }
+}

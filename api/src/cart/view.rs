@@ -1,0 +1,81 @@
+//! The cart as clients see it: lines at the price seen when added and at today's price.
+
+use std::collections::HashMap;
+
+use poem_openapi::Object;
+
+use emporium_entities::store::carts::{CartLine, CartProduct};
+
+use crate::routes::Money;
+
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CartLineView {
+    pub product_id: i64,
+    pub sku: String,
+    pub title: String,
+    pub quantity: i32,
+    /// The unit price when the line was added.
+    pub unit_price: Money,
+    /// Today's unit price; checkout charges this one.
+    pub current_price: Money,
+    /// Whether the price changed since the line was added.
+    pub price_changed: bool,
+    /// current price × quantity
+    pub line_total: Money,
+    /// Units available now.
+    pub available: i32,
+    /// False when the product left the catalogue or has fewer units than the line.
+    pub purchasable: bool,
+}
+
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CartView {
+    pub lines: Vec<CartLineView>,
+    /// Units over all lines.
+    pub item_count: i32,
+    /// Sum of the line totals.
+    pub total: Money,
+    /// The anonymous session this cart belongs to (also in the `X-Session-Id` header).
+    #[oai(skip_serializing_if_is_none)]
+    pub session_id: Option<String>,
+}
+
+const DEFAULT_CURRENCY: &str = "USD";
+
+impl CartView {
+    pub fn empty(session_id: Option<String>) -> Self {
+        Self::build(Vec::new(), &HashMap::new(), session_id)
+    }
+
+    pub fn build(lines: Vec<CartLine>, products: &HashMap<i64, CartProduct>, session_id: Option<String>) -> Self {
+        let currency = lines.first().map_or(DEFAULT_CURRENCY.to_owned(), |l| l.currency.clone());
+        let mut total = 0i64;
+        let mut item_count = 0i32;
+        let views = lines
+            .into_iter()
+            .map(|line| {
+                let product = products.get(&line.product_id);
+                let current = product.map_or(line.unit_price_minor, |p| p.price_minor);
+                let line_total = current.saturating_mul(i64::from(line.quantity));
+                total = total.saturating_add(line_total);
+                item_count = item_count.saturating_add(line.quantity);
+                let available = product.map_or(0, |p| p.available);
+                CartLineView {
+                    product_id: line.product_id,
+                    sku: product.map_or_else(String::new, |p| p.sku.clone()),
+                    title: product.map_or_else(String::new, |p| p.title.clone()),
+                    quantity: line.quantity,
+                    unit_price: Money { amount: line.unit_price_minor, currency: line.currency.clone() },
+                    current_price: Money { amount: current, currency: line.currency.clone() },
+                    price_changed: current != line.unit_price_minor,
+                    line_total: Money { amount: line_total, currency: line.currency },
+                    available,
+                    purchasable: product.is_some_and(|p| !p.deleted) && available >= line.quantity,
+                }
+            })
+            .collect();
+        CartView { lines: views, item_count, total: Money { amount: total, currency }, session_id }
+    }
+}

@@ -1,0 +1,202 @@
+use std::time::Duration;
+
+use futures::{StreamExt, stream::BoxStream};
+use poem::{Request, web::Data};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, SecurityScheme,
+    param::{Header, Path},
+    payload::{EventStream, Json},
+    types::{ParseFromJSON, ToJSON},
+};
+
+use emporium_entities::store::carts::CartChange;
+
+use super::ApiTags;
+use crate::{
+    auth::BearerAuth,
+    cart::{CartOwner, CartView, MAX_LINE_QUANTITY, SessionId},
+    error::{ApiError, ApiResult, ErrorCode},
+    state::AppState,
+};
+
+pub struct CartApi;
+
+/// Signed in (bearer token) or anonymous (the `X-Session-Id` header, issued on the first write).
+#[derive(SecurityScheme)]
+pub enum CartIdentity {
+    Bearer(BearerAuth),
+    #[oai(fallback)]
+    Anonymous,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct AddItem {
+    product_id: i64,
+    /// 1 to 99; added to what the cart already holds.
+    quantity: i64,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct SetQuantity {
+    /// 1 to 99; use DELETE to remove the line.
+    quantity: i64,
+}
+
+#[derive(ApiResponse)]
+enum CartResponse {
+    /// The cart after the operation.
+    #[oai(status = 200)]
+    Ok(
+        Json<CartView>,
+        /// The anonymous session of this cart; send it back as `X-Session-Id`.
+        #[oai(header = "X-Session-Id")]
+        Option<String>,
+    ),
+}
+
+#[derive(ApiResponse)]
+enum CartEventsResponse {
+    /// Server-Sent Events: the current cart first, then the cart after every change.
+    #[oai(status = 200)]
+    Ok(EventStream<BoxStream<'static, CartView>>),
+}
+
+/// A quantity from the request: 1 to the line limit.
+pub fn quantity(value: i64) -> ApiResult<i32> {
+    if !(1..=i64::from(MAX_LINE_QUANTITY)).contains(&value) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuantity,
+            format!("quantity must be 1 to {MAX_LINE_QUANTITY}"),
+        ));
+    }
+    Ok(value as i32)
+}
+
+/// Whose cart: the token's user, else the session. A token that is present but invalid is a
+/// 401, not a silent switch to an anonymous cart.
+fn owner(req: &Request, identity: CartIdentity, session: Option<&str>) -> ApiResult<CartOwner> {
+    match identity {
+        CartIdentity::Bearer(auth) => Ok(CartOwner::User(auth.user_id())),
+        CartIdentity::Anonymous if req.headers().contains_key(poem::http::header::AUTHORIZATION) => {
+            Err(ApiError::new(ErrorCode::Unauthorized, "the bearer token is invalid or expired"))
+        }
+        CartIdentity::Anonymous => Ok(CartOwner::Session(session.map(SessionId::parse).transpose()?)),
+    }
+}
+
+fn respond(view: CartView) -> CartResponse {
+    let session = view.session_id.clone();
+    CartResponse::Ok(Json(view), session)
+}
+
+#[OpenApi(tag = "ApiTags::Cart")]
+impl CartApi {
+    /// The cart, priced at today's prices.
+    #[oai(path = "/cart", method = "get")]
+    async fn get_cart(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        identity: CartIdentity,
+        #[oai(name = "X-Session-Id")] session: Header<Option<String>>,
+    ) -> ApiResult<CartResponse> {
+        let owner = owner(req, identity, session.0.as_deref())?;
+        Ok(respond(state.carts.view(&owner).await?))
+    }
+
+    /// Add units of a product (to its line if there is one).
+    #[oai(path = "/cart/items", method = "post")]
+    async fn add_cart_item(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        identity: CartIdentity,
+        #[oai(name = "X-Session-Id")] session: Header<Option<String>>,
+        body: Json<AddItem>,
+    ) -> ApiResult<CartResponse> {
+        let owner = owner(req, identity, session.0.as_deref())?;
+        let change = CartChange::Add { product_id: body.product_id, quantity: quantity(body.quantity)? };
+        Ok(respond(state.carts.change(&owner, change).await?))
+    }
+
+    /// Set the quantity of a line.
+    #[oai(path = "/cart/items/:product_id", method = "patch")]
+    async fn update_cart_item(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        identity: CartIdentity,
+        #[oai(name = "X-Session-Id")] session: Header<Option<String>>,
+        product_id: Path<i64>,
+        body: Json<SetQuantity>,
+    ) -> ApiResult<CartResponse> {
+        let owner = owner(req, identity, session.0.as_deref())?;
+        let change = CartChange::Set { product_id: product_id.0, quantity: quantity(body.quantity)? };
+        Ok(respond(state.carts.change(&owner, change).await?))
+    }
+
+    /// Remove a line.
+    #[oai(path = "/cart/items/:product_id", method = "delete")]
+    async fn remove_cart_item(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        identity: CartIdentity,
+        #[oai(name = "X-Session-Id")] session: Header<Option<String>>,
+        product_id: Path<i64>,
+    ) -> ApiResult<CartResponse> {
+        let owner = owner(req, identity, session.0.as_deref())?;
+        Ok(respond(state.carts.change(&owner, CartChange::Remove { product_id: product_id.0 }).await?))
+    }
+
+    /// Empty the cart.
+    #[oai(path = "/cart", method = "delete")]
+    async fn clear_cart(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        identity: CartIdentity,
+        #[oai(name = "X-Session-Id")] session: Header<Option<String>>,
+    ) -> ApiResult<CartResponse> {
+        let owner = owner(req, identity, session.0.as_deref())?;
+        Ok(respond(state.carts.change(&owner, CartChange::Clear).await?))
+    }
+
+    /// Live cart updates for every device of the signed-in user.
+    #[oai(path = "/cart/events", method = "get")]
+    async fn cart_events(&self, state: Data<&AppState>, auth: BearerAuth) -> ApiResult<CartEventsResponse> {
+        let user = auth.user_id();
+        // Subscribe before reading, so no change between the two is missed.
+        let receiver = state.carts.events().subscribe();
+        let initial = state.carts.view(&CartOwner::User(user)).await?;
+        let carts = state.carts.clone();
+        let updates = futures::stream::unfold((receiver, carts), move |(mut receiver, carts)| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok((owner, json)) if owner == user => {
+                        let value: Option<serde_json::Value> = serde_json::from_str(&json).ok();
+                        if let Ok(view) = CartView::parse_from_json(value) {
+                            return Some((view, (receiver, carts)));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // missed some: send the cart as it is now
+                        if let Ok(view) = carts.view(&CartOwner::User(user)).await {
+                            return Some((view, (receiver, carts)));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        let stream = futures::stream::once(async move { initial }).chain(updates).boxed();
+        Ok(CartEventsResponse::Ok(
+            EventStream::new(stream)
+                .keep_alive(Duration::from_secs(15))
+                .to_event(|cart| poem::web::sse::Event::message(cart.to_json_string()).event_type("cart")),
+        ))
+    }
+}

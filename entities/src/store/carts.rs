@@ -1,0 +1,324 @@
+//! Signed-in carts. Every change runs in one transaction that first locks the user's cart row
+//! (the upsert that bumps its version), so concurrent changes to one cart queue up instead of
+//! losing each other's updates.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, Statement, TransactionTrait, Value};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// One line of a cart: the unit price is the one seen when the line was added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromQueryResult)]
+pub struct CartLine {
+    pub product_id: i64,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+    pub currency: String,
+    pub added_at: DateTime<Utc>,
+}
+
+/// A signed-in cart; `version` grows with every change (it orders cache writes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCart {
+    pub version: i64,
+    pub lines: Vec<CartLine>,
+}
+
+/// What a cart needs to know of a product.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct CartProduct {
+    pub id: i64,
+    pub sku: String,
+    pub title: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub available: i32,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CartChange {
+    /// Adds to the line (creating it).
+    Add { product_id: i64, quantity: i32 },
+    /// Sets the quantity of an existing line.
+    Set { product_id: i64, quantity: i32 },
+    Remove { product_id: i64 },
+    Clear,
+}
+
+/// Why a cart change was refused. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum CartError {
+    #[error("product not found")]
+    ProductNotFound,
+    #[error("the cart has no line for this product")]
+    LineNotFound,
+    #[error("only {available} available")]
+    InsufficientStock { available: i32, in_cart: i32 },
+    #[error("at most {max} per line")]
+    LineLimit { max: i32, in_cart: i32 },
+    #[error("the cart is in {cart}, the product in {product}")]
+    CurrencyMismatch { cart: String, product: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sea_orm::DbErr> for CartError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        CartError::Store(err.into())
+    }
+}
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+const LINES: &str = "SELECT product_id, quantity, unit_price_minor, currency, added_at FROM cart_items \
+    WHERE cart_id = $1 ORDER BY added_at, product_id";
+
+/// Products by id, deleted ones included (flagged), for pricing carts.
+pub async fn cart_products<C: ConnectionTrait>(db: &C, ids: &[i64]) -> Result<Vec<CartProduct>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // integers, so inlining them is safe, and one statement serves any number of ids
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let sql = format!(
+        "SELECT p.id, p.sku, p.title, p.price_minor, p.currency, COALESCE(i.available, 0) AS available, \
+         p.deleted_at IS NOT NULL AS deleted FROM products p LEFT JOIN inventory i ON i.product_id = p.id \
+         WHERE p.id IN ({list})"
+    );
+    Ok(CartProduct::find_by_statement(stmt(&sql, vec![])).all(db).await?)
+}
+
+pub async fn load_user_cart<C: ConnectionTrait>(db: &C, user_id: Uuid) -> Result<UserCart, StoreError> {
+    let cart = db
+        .query_one_raw(stmt("SELECT id, version FROM carts WHERE user_id = $1", vec![user_id.into()]))
+        .await?;
+    let Some(cart) = cart else {
+        return Ok(UserCart { version: 0, lines: Vec::new() });
+    };
+    let cart_id: Uuid = cart.try_get("", "id")?;
+    let lines = CartLine::find_by_statement(stmt(LINES, vec![cart_id.into()])).all(db).await?;
+    Ok(UserCart { version: cart.try_get("", "version")?, lines })
+}
+
+/// Creates the user's cart if needed and locks it for this transaction; returns (id, version).
+async fn lock_cart(tx: &DatabaseTransaction, user_id: Uuid) -> Result<(Uuid, i64), StoreError> {
+    let row = tx
+        .query_one_raw(stmt(
+            "INSERT INTO carts (id, user_id) VALUES ($1, $2) ON CONFLICT (user_id) \
+             DO UPDATE SET version = carts.version + 1, updated_at = now() RETURNING id, version",
+            vec![Uuid::now_v7().into(), user_id.into()],
+        ))
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    Ok((row.try_get("", "id")?, row.try_get("", "version")?))
+}
+
+async fn live_product(tx: &DatabaseTransaction, product_id: i64) -> Result<Option<CartProduct>, StoreError> {
+    Ok(cart_products(tx, &[product_id]).await?.into_iter().find(|p| !p.deleted))
+}
+
+async fn line_quantity(tx: &DatabaseTransaction, cart_id: Uuid, product_id: i64) -> Result<Option<i32>, StoreError> {
+    Ok(tx
+        .query_one_raw(stmt(
+            "SELECT quantity FROM cart_items WHERE cart_id = $1 AND product_id = $2",
+            vec![cart_id.into(), product_id.into()],
+        ))
+        .await?
+        .map(|row| row.try_get("", "quantity"))
+        .transpose()?)
+}
+
+async fn other_currency(tx: &DatabaseTransaction, cart_id: Uuid, currency: &str) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .query_one_raw(stmt(
+            "SELECT currency FROM cart_items WHERE cart_id = $1 AND currency <> $2 LIMIT 1",
+            vec![cart_id.into(), currency.into()],
+        ))
+        .await?
+        .map(|row| row.try_get("", "currency"))
+        .transpose()?)
+}
+
+async fn upsert_line(tx: &DatabaseTransaction, cart_id: Uuid, product: &CartProduct, quantity: i32) -> Result<(), StoreError> {
+    // an existing line keeps the price and time it was first added at
+    tx.execute_raw(stmt(
+        "INSERT INTO cart_items (cart_id, product_id, quantity, unit_price_minor, currency) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = EXCLUDED.quantity, updated_at = now()",
+        vec![cart_id.into(), product.id.into(), quantity.into(), product.price_minor.into(), product.currency.clone().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Applies one change inside `tx` to the (locked) cart `cart_id`.
+async fn apply_change(tx: &DatabaseTransaction, cart_id: Uuid, change: CartChange, max_line: i32) -> Result<(), CartError> {
+    match change {
+        CartChange::Add { product_id, quantity } | CartChange::Set { product_id, quantity } => {
+            let existing = line_quantity(tx, cart_id, product_id).await?;
+            let adding = matches!(change, CartChange::Add { .. });
+            if !adding && existing.is_none() {
+                return Err(CartError::LineNotFound);
+            }
+            let product = live_product(tx, product_id).await?.ok_or(CartError::ProductNotFound)?;
+            let in_cart = existing.unwrap_or(0);
+            let wanted = if adding { in_cart.saturating_add(quantity) } else { quantity };
+            if wanted > max_line {
+                return Err(CartError::LineLimit { max: max_line, in_cart });
+            }
+            if wanted > product.available {
+                return Err(CartError::InsufficientStock { available: product.available, in_cart });
+            }
+            if let Some(cart) = other_currency(tx, cart_id, &product.currency).await? {
+                return Err(CartError::CurrencyMismatch { cart, product: product.currency });
+            }
+            upsert_line(tx, cart_id, &product, wanted).await?;
+        }
+        CartChange::Remove { product_id } => {
+            let removed = tx
+                .execute_raw(stmt(
+                    "DELETE FROM cart_items WHERE cart_id = $1 AND product_id = $2",
+                    vec![cart_id.into(), product_id.into()],
+                ))
+                .await?
+                .rows_affected();
+            if removed == 0 {
+                return Err(CartError::LineNotFound);
+            }
+        }
+        CartChange::Clear => {
+            tx.execute_raw(stmt("DELETE FROM cart_items WHERE cart_id = $1", vec![cart_id.into()])).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn lines_of(tx: &DatabaseTransaction, cart_id: Uuid) -> Result<Vec<CartLine>, StoreError> {
+    Ok(CartLine::find_by_statement(stmt(LINES, vec![cart_id.into()])).all(tx).await?)
+}
+
+/// Applies `change` to the user's cart and returns the cart as committed.
+pub async fn change_user_cart<C: TransactionTrait<Transaction = DatabaseTransaction>>(
+    db: &C,
+    user_id: Uuid,
+    change: CartChange,
+    max_line: i32,
+) -> Result<UserCart, CartError> {
+    let tx = db.begin().await?;
+    let (cart_id, version) = lock_cart(&tx, user_id).await?;
+    apply_change(&tx, cart_id, change, max_line).await?;
+    let lines = lines_of(&tx, cart_id).await?;
+    tx.commit().await?;
+    Ok(UserCart { version, lines })
+}
+
+/// Moves a wishlist item into the cart (adding `quantity`), in one transaction.
+/// `LineNotFound` when the product is not on the wishlist.
+pub async fn move_wishlist_item_to_cart<C: TransactionTrait<Transaction = DatabaseTransaction>>(
+    db: &C,
+    user_id: Uuid,
+    product_id: i64,
+    quantity: i32,
+    max_line: i32,
+) -> Result<UserCart, CartError> {
+    let tx = db.begin().await?;
+    let (cart_id, version) = lock_cart(&tx, user_id).await?;
+    let removed = tx
+        .execute_raw(stmt(
+            "DELETE FROM wishlists WHERE user_id = $1 AND product_id = $2",
+            vec![user_id.into(), product_id.into()],
+        ))
+        .await?
+        .rows_affected();
+    if removed == 0 {
+        return Err(CartError::LineNotFound);
+    }
+    apply_change(&tx, cart_id, CartChange::Add { product_id, quantity }, max_line).await?;
+    let lines = lines_of(&tx, cart_id).await?;
+    tx.commit().await?;
+    Ok(UserCart { version, lines })
+}
+
+/// A line of an anonymous cart being merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeLine {
+    pub product_id: i64,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SkipReason {
+    ProductUnavailable,
+    CurrencyMismatch,
+}
+
+/// What a merge did, line by line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MergeReport {
+    /// The session had been merged before: nothing was changed.
+    pub already_merged: bool,
+    /// (product, units added) for lines added in full.
+    pub merged: Vec<(i64, i32)>,
+    /// (product, units requested, units added) for lines cut down by stock or the line limit.
+    pub capped: Vec<(i64, i32, i32)>,
+    pub skipped: Vec<(i64, SkipReason)>,
+}
+
+/// Merges an anonymous cart into the user's cart once per session: quantities add, capped by
+/// stock and the line limit.
+pub async fn merge_into_user_cart<C: TransactionTrait<Transaction = DatabaseTransaction>>(
+    db: &C,
+    user_id: Uuid,
+    session_id: &str,
+    mut lines: Vec<MergeLine>,
+    max_line: i32,
+) -> Result<(MergeReport, UserCart), StoreError> {
+    let tx = db.begin().await?;
+    let (cart_id, version) = lock_cart(&tx, user_id).await?;
+    let first_time = tx
+        .execute_raw(stmt(
+            "INSERT INTO cart_merges (session_id, user_id) VALUES ($1, $2) ON CONFLICT (session_id) DO NOTHING",
+            vec![session_id.into(), user_id.into()],
+        ))
+        .await?
+        .rows_affected()
+        == 1;
+    let mut report = MergeReport { already_merged: !first_time, ..Default::default() };
+    if first_time {
+        lines.sort_by_key(|line| line.product_id);
+        for line in lines {
+            let Some(product) = live_product(&tx, line.product_id).await? else {
+                report.skipped.push((line.product_id, SkipReason::ProductUnavailable));
+                continue;
+            };
+            if other_currency(&tx, cart_id, &product.currency).await?.is_some() {
+                report.skipped.push((line.product_id, SkipReason::CurrencyMismatch));
+                continue;
+            }
+            let existing = line_quantity(&tx, cart_id, line.product_id).await?;
+            let in_cart = existing.unwrap_or(0);
+            let cap = max_line.min(product.available).max(in_cart);
+            let target = in_cart.saturating_add(line.quantity).min(cap);
+            let added = target - in_cart;
+            if added < line.quantity {
+                report.capped.push((line.product_id, line.quantity, added));
+            } else {
+                report.merged.push((line.product_id, added));
+            }
+            if added > 0 {
+                // a new line keeps the price the shopper saw when adding it anonymously
+                let seen = CartProduct { price_minor: line.unit_price_minor, currency: line.currency, ..product };
+                upsert_line(&tx, cart_id, &seen, target).await?;
+            }
+        }
+    }
+    let lines = lines_of(&tx, cart_id).await?;
+    tx.commit().await?;
+    Ok((report, UserCart { version, lines }))
+}

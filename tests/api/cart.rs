@@ -1,0 +1,379 @@
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use emporium_tests::{PrivateRedis, TestApp, TestResponse, redis, spawn_app, spawn_app_with};
+
+/// A category and `n` products with the given stock; returns their ids.
+async fn stock_products(app: &TestApp, admin: &str, stocks: &[i64]) -> Vec<i64> {
+    let category = app.create_category(admin, "Cart things", None).await;
+    let mut ids = Vec::new();
+    for (i, stock) in stocks.iter().enumerate() {
+        let product = app.create_product(admin, category, &format!("CART-{i}"), 1_000 * (i as i64 + 1), *stock).await;
+        ids.push(product["id"].as_i64().unwrap());
+    }
+    ids
+}
+
+async fn anon(app: &TestApp, method: Method, path: &str, session: Option<&str>, body: Option<Value>) -> TestResponse {
+    let mut request = app.client.request(method, format!("{}{}", app.address, path));
+    if let Some(session) = session {
+        request = request.header("X-Session-Id", session);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    TestResponse { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null), text }
+}
+
+fn line(cart: &Value, product: i64) -> Option<&Value> {
+    cart["lines"].as_array().unwrap().iter().find(|l| l["productId"] == product)
+}
+
+fn quantity_of(cart: &Value, product: i64) -> i64 {
+    line(cart, product).map_or(0, |l| l["quantity"].as_i64().unwrap())
+}
+
+#[tokio::test]
+async fn anonymous_cart_round_trip_with_a_24_hour_ttl_refreshed_on_write() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[10, 10]).await;
+
+    let empty = anon(&app, Method::GET, "/cart", None, None).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_eq!(empty.body["lines"], json!([]));
+    assert!(empty.headers.get("x-session-id").is_none(), "reading issues no session");
+
+    let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": ids[0], "quantity": 2 }))).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let session = first.headers["x-session-id"].to_str().unwrap().to_owned();
+    assert_eq!(first.body["sessionId"], session.as_str());
+    assert_eq!(quantity_of(&first.body, ids[0]), 2);
+
+    let added = anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[0], "quantity": 3 }))).await;
+    assert_eq!(quantity_of(&added.body, ids[0]), 5, "adds to the existing line");
+    let second = anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[1], "quantity": 1 }))).await;
+    assert_eq!(second.body["itemCount"], 6);
+    assert_eq!(second.body["total"], json!({ "amount": 5 * 1000 + 2000, "currency": "USD" }));
+
+    let patched = anon(&app, Method::PATCH, &format!("/cart/items/{}", ids[0]), Some(&session), Some(json!({ "quantity": 1 }))).await;
+    assert_eq!(quantity_of(&patched.body, ids[0]), 1);
+    let removed = anon(&app, Method::DELETE, &format!("/cart/items/{}", ids[1]), Some(&session), None).await;
+    assert!(line(&removed.body, ids[1]).is_none());
+
+    let read = anon(&app, Method::GET, "/cart", Some(&session), None).await;
+    assert_eq!(quantity_of(&read.body, ids[0]), 1);
+
+    use fred::interfaces::KeysInterface;
+    let redis = redis(&app.config.redis_url).await;
+    let key = format!("cart:anon:{session}");
+    let ttl: i64 = redis.pttl(&key).await.unwrap();
+    assert!(ttl > 23 * 3600 * 1000 && ttl <= 24 * 3600 * 1000, "ttl {ttl} ms");
+    redis.pexpire::<i64, _>(&key, 60_000, None).await.unwrap();
+    anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[1], "quantity": 1 }))).await;
+    let refreshed: i64 = redis.pttl(&key).await.unwrap();
+    assert!(refreshed > 23 * 3600 * 1000, "a write refreshes the ttl, got {refreshed} ms");
+
+    let cleared = anon(&app, Method::DELETE, "/cart", Some(&session), None).await;
+    assert_eq!(cleared.body["lines"], json!([]));
+    let exists: i64 = redis.exists(&key).await.unwrap();
+    assert_eq!(exists, 0);
+}
+
+#[tokio::test]
+async fn a_signed_in_cart_survives_losing_redis() {
+    let private = PrivateRedis::start();
+    let url = private.url();
+    let app = spawn_app_with(|config| config.redis_url = url).await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[5, 5]).await;
+    let (token, _) = app.register_customer().await;
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 2 })).await;
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[1], "quantity": 1 })).await;
+    let before = app.get("/cart", Some(&token)).await;
+    assert_eq!(before.body["itemCount"], 3);
+
+    use fred::interfaces::ClientLike;
+    let redis = redis(&private.url()).await;
+    redis.flushall::<()>(false).await.unwrap();
+
+    let after = app.get("/cart", Some(&token)).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.body, before.body);
+    // and the cart keeps working
+    let added = app.post("/cart/items", Some(&token), json!({ "productId": ids[1], "quantity": 1 })).await;
+    assert_eq!(quantity_of(&added.body, ids[1]), 2);
+}
+
+#[tokio::test]
+async fn the_read_cache_never_serves_a_cart_older_than_the_last_write() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[50]).await;
+    let (token, _) = app.register_customer().await;
+    for expected in 1..=5 {
+        app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 1 })).await;
+        let read = app.get("/cart", Some(&token)).await;
+        assert_eq!(quantity_of(&read.body, ids[0]), expected);
+    }
+}
+
+#[tokio::test]
+async fn login_merges_the_anonymous_cart_once_capping_by_stock_and_line_limit() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    // overlap, capped by stock, capped by the line limit, new line
+    let ids = stock_products(&app, &admin, &[20, 4, 500, 10]).await;
+    let email = "merge@example.com";
+    let registered = app.post("/auth/register", None, json!({ "email": email, "password": "merge-password" })).await;
+    let token = registered.body["accessToken"].as_str().unwrap().to_owned();
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 2 })).await;
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[1], "quantity": 3 })).await;
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[2], "quantity": 90 })).await;
+
+    let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": ids[0], "quantity": 5 }))).await;
+    let session = first.headers["x-session-id"].to_str().unwrap().to_owned();
+    anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[1], "quantity": 3 }))).await;
+    anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[2], "quantity": 20 }))).await;
+    anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[3], "quantity": 1 }))).await;
+
+    let login = |session: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .post(format!("{}/auth/login", app.address))
+                .header("X-Session-Id", session)
+                .json(&json!({ "email": email, "password": "merge-password" }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let merged = login(session.clone()).await;
+    let report = &merged["cartMerge"];
+    assert_eq!(report["alreadyMerged"], false);
+    assert_eq!(report["merged"], json!([{ "productId": ids[0], "quantity": 5 }, { "productId": ids[3], "quantity": 1 }]));
+    assert_eq!(
+        report["capped"],
+        json!([
+            { "productId": ids[1], "requested": 3, "added": 1 },
+            { "productId": ids[2], "requested": 20, "added": 9 },
+        ])
+    );
+
+    let cart = app.get("/cart", Some(&token)).await.body;
+    assert_eq!(quantity_of(&cart, ids[0]), 7);
+    assert_eq!(quantity_of(&cart, ids[1]), 4, "capped by stock");
+    assert_eq!(quantity_of(&cart, ids[2]), 99, "capped by the line limit");
+    assert_eq!(quantity_of(&cart, ids[3]), 1);
+
+    // the anonymous cart is gone, and a second login with the same session merges nothing
+    let anonymous_after = anon(&app, Method::GET, "/cart", Some(&session), None).await;
+    assert_eq!(anonymous_after.body["lines"], json!([]));
+    let again = login(session).await;
+    assert_eq!(again["cartMerge"]["alreadyMerged"], true);
+    assert_eq!(app.get("/cart", Some(&token)).await.body, cart);
+}
+
+#[tokio::test]
+async fn a_price_change_since_adding_is_flagged() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[5]).await;
+    let (token, _) = app.register_customer().await;
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 2 })).await;
+    let before = app.get("/cart", Some(&token)).await.body;
+    assert_eq!(line(&before, ids[0]).unwrap()["priceChanged"], false);
+
+    app.patch(&format!("/admin/products/{}", ids[0]), Some(&admin), json!({ "price": { "amount": 1_250, "currency": "USD" } })).await;
+    let after = app.get("/cart", Some(&token)).await.body;
+    let l = line(&after, ids[0]).unwrap();
+    assert_eq!(l["priceChanged"], true);
+    assert_eq!(l["unitPrice"]["amount"], 1000);
+    assert_eq!(l["currentPrice"]["amount"], 1250);
+    assert_eq!(l["lineTotal"]["amount"], 2500);
+    assert_eq!(after["total"]["amount"], 2500);
+}
+
+#[tokio::test]
+async fn stock_limits_and_bad_input_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[3, 200, 5]).await;
+    app.delete(&format!("/admin/products/{}", ids[2]), Some(&admin)).await;
+    let (token, _) = app.register_customer().await;
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 2 })).await;
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[1], "quantity": 95 })).await;
+    let before = app.get("/cart", Some(&token)).await.body;
+
+    let over_stock = app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 2 })).await;
+    assert_eq!(over_stock.status, StatusCode::CONFLICT, "{}", over_stock.text);
+    assert_eq!(over_stock.code(), "insufficient_stock");
+    assert_eq!(over_stock.body["details"]["available"], 3);
+    assert_eq!(over_stock.body["details"]["inCart"], 2);
+
+    let cases = [
+        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[1], "quantity": 5 }), StatusCode::CONFLICT, "line_limit_exceeded"),
+        (Method::PATCH, format!("/cart/items/{}", ids[0]), json!({ "quantity": 4 }), StatusCode::CONFLICT, "insufficient_stock"),
+        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[0], "quantity": 0 }), StatusCode::BAD_REQUEST, "invalid_quantity"),
+        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[0], "quantity": -1 }), StatusCode::BAD_REQUEST, "invalid_quantity"),
+        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[0], "quantity": 100 }), StatusCode::BAD_REQUEST, "invalid_quantity"),
+        (Method::PATCH, format!("/cart/items/{}", ids[0]), json!({ "quantity": 0 }), StatusCode::BAD_REQUEST, "invalid_quantity"),
+        (Method::POST, "/cart/items".to_owned(), json!({ "productId": 987_654, "quantity": 1 }), StatusCode::NOT_FOUND, "product_not_found"),
+        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[2], "quantity": 1 }), StatusCode::NOT_FOUND, "product_not_found"),
+        (Method::POST, "/cart/items".to_owned(), json!({ "productId": "one", "quantity": 1 }), StatusCode::BAD_REQUEST, "invalid_body"),
+        (Method::PATCH, "/cart/items/987654".to_owned(), json!({ "quantity": 1 }), StatusCode::NOT_FOUND, "cart_item_not_found"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let response = app.request(method.clone(), &path, Some(&token), Some(body.clone())).await;
+        assert_eq!(response.status, status, "{method} {path} {body}: {}", response.text);
+        assert_eq!(response.code(), code, "{method} {path} {body}: {}", response.text);
+    }
+    let not_in_cart = app.delete("/cart/items/987654", Some(&token)).await;
+    assert_eq!(not_in_cart.code(), "cart_item_not_found");
+    assert_eq!(app.get("/cart", Some(&token)).await.body, before, "a refused change changed the cart");
+
+    // the same rules for anonymous carts
+    let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": ids[0], "quantity": 3 }))).await;
+    let session = first.headers["x-session-id"].to_str().unwrap().to_owned();
+    let anon_over = anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
+    assert_eq!(anon_over.code(), "insufficient_stock");
+    assert_eq!(anon_over.body["details"]["available"], 3);
+    let anon_deleted = anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[2], "quantity": 1 }))).await;
+    assert_eq!(anon_deleted.code(), "product_not_found");
+    assert_eq!(quantity_of(&anon(&app, Method::GET, "/cart", Some(&session), None).await.body, ids[0]), 3);
+
+    let bad_session = anon(&app, Method::GET, "/cart", Some("not-a-session"), None).await;
+    assert_eq!(bad_session.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_session.code(), "invalid_session");
+    let bad_token = app.get("/cart", Some("garbage")).await;
+    assert_eq!(bad_token.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_adds_to_one_line_all_count() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[100]).await;
+    let (token, _) = app.register_customer().await;
+    let adds = (0..20).map(|_| app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 1 })));
+    for response in futures::future::join_all(adds).await {
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    }
+    assert_eq!(quantity_of(&app.get("/cart", Some(&token)).await.body, ids[0]), 20);
+
+    let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
+    let session = first.headers["x-session-id"].to_str().unwrap().to_owned();
+    let adds = (0..19).map(|_| anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[0], "quantity": 1 }))));
+    futures::future::join_all(adds).await;
+    assert_eq!(quantity_of(&anon(&app, Method::GET, "/cart", Some(&session), None).await.body, ids[0]), 20);
+}
+
+#[tokio::test]
+async fn another_device_receives_cart_changes_as_server_sent_events() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[10]).await;
+    let email = "devices@example.com";
+    let phone = app.post("/auth/register", None, json!({ "email": email, "password": "two-devices" })).await;
+    let phone = phone.body["accessToken"].as_str().unwrap().to_owned();
+    let laptop = app.post("/auth/login", None, json!({ "email": email, "password": "two-devices" })).await;
+    let laptop = laptop.body["accessToken"].as_str().unwrap().to_owned();
+
+    let response = app.client.get(format!("{}/cart/events", app.address)).bearer_auth(&phone).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut next_event = async || -> Value {
+        loop {
+            if let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    return serde_json::from_str(data).unwrap();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await.expect("an event within 10 s");
+            buffer.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+        }
+    };
+    let initial = next_event().await;
+    assert_eq!(initial["lines"], json!([]));
+
+    let added = app.post("/cart/items", Some(&laptop), json!({ "productId": ids[0], "quantity": 3 })).await;
+    assert_eq!(added.status, StatusCode::OK);
+    let pushed = next_event().await;
+    assert_eq!(quantity_of(&pushed, ids[0]), 3);
+    assert_eq!(pushed, added.body);
+
+    // another user's changes are not sent to this user
+    let (stranger, _) = app.register_customer().await;
+    app.post("/cart/items", Some(&stranger), json!({ "productId": ids[0], "quantity": 1 })).await;
+    app.delete("/cart", Some(&laptop)).await;
+    let cleared = next_event().await;
+    assert_eq!(cleared["lines"], json!([]), "the next event is this user's, not the stranger's");
+
+    assert_eq!(app.get("/cart/events", None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_user_can_neither_see_nor_change_another_users_cart() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[10]).await;
+    let (alice, _) = app.register_customer().await;
+    let (bob, _) = app.register_customer().await;
+    app.post("/cart/items", Some(&alice), json!({ "productId": ids[0], "quantity": 2 })).await;
+
+    assert_eq!(app.get("/cart", Some(&bob)).await.body["lines"], json!([]));
+    let patch = app.patch(&format!("/cart/items/{}", ids[0]), Some(&bob), json!({ "quantity": 1 })).await;
+    assert_eq!(patch.code(), "cart_item_not_found");
+    let delete = app.delete(&format!("/cart/items/{}", ids[0]), Some(&bob)).await;
+    assert_eq!(delete.code(), "cart_item_not_found");
+    app.delete("/cart", Some(&bob)).await;
+    assert_eq!(quantity_of(&app.get("/cart", Some(&alice)).await.body, ids[0]), 2);
+}
+
+#[tokio::test]
+async fn wishlist_add_list_remove_and_move_to_cart() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[10, 10]).await;
+    let (token, _) = app.register_customer().await;
+
+    assert_eq!(app.put(&format!("/wishlist/{}", ids[0]), Some(&token), json!(null)).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.request(Method::PUT, &format!("/wishlist/{}", ids[0]), Some(&token), None).await.status, StatusCode::NO_CONTENT, "again is a no-op");
+    app.request(Method::PUT, &format!("/wishlist/{}", ids[1]), Some(&token), None).await;
+    let list = app.get("/wishlist", Some(&token)).await;
+    assert_eq!(list.body.as_array().unwrap().len(), 2);
+
+    let moved = app.post(&format!("/wishlist/{}/move-to-cart", ids[0]), Some(&token), json!({ "quantity": 2 })).await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.text);
+    assert_eq!(quantity_of(&moved.body, ids[0]), 2);
+    let list = app.get("/wishlist", Some(&token)).await;
+    assert_eq!(list.body.as_array().unwrap().iter().map(|i| i["productId"].as_i64().unwrap()).collect::<Vec<_>>(), [ids[1]]);
+
+    let again = app.post(&format!("/wishlist/{}/move-to-cart", ids[0]), Some(&token), json!({})).await;
+    assert_eq!(again.code(), "not_in_wishlist");
+    assert_eq!(app.delete(&format!("/wishlist/{}", ids[1]), Some(&token)).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.delete(&format!("/wishlist/{}", ids[1]), Some(&token)).await.code(), "not_in_wishlist");
+    assert_eq!(app.request(Method::PUT, "/wishlist/987654", Some(&token), None).await.code(), "product_not_found");
+    assert_eq!(app.get("/wishlist", None).await.status, StatusCode::UNAUTHORIZED);
+
+    // a move that the cart refuses leaves the wishlist as it was
+    app.request(Method::PUT, &format!("/wishlist/{}", ids[1]), Some(&token), None).await;
+    let too_many = app.post(&format!("/wishlist/{}/move-to-cart", ids[1]), Some(&token), json!({ "quantity": 11 })).await;
+    assert_eq!(too_many.code(), "insufficient_stock");
+    assert_eq!(app.get("/wishlist", Some(&token)).await.body.as_array().unwrap().len(), 1);
+}
