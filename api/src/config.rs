@@ -38,6 +38,8 @@ pub struct Config {
     pub temporal_address: String,
     pub temporal_namespace: String,
     pub task_queue: String,
+    /// How long a checkout holds its stock while waiting for payment.
+    pub checkout_reservation: Duration,
     pub jwt_secret: Secret,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
@@ -74,6 +76,7 @@ impl Config {
             temporal_address: string("TEMPORAL_ADDRESS", "http://127.0.0.1:7233"),
             temporal_namespace: string("TEMPORAL_NAMESPACE", "emporium"),
             task_queue: string("TEMPORAL_TASK_QUEUE", "emporium"),
+            checkout_reservation: seconds("CHECKOUT_RESERVATION_SECS", 600)?,
             jwt_secret,
             access_token_ttl: seconds("EMPORIUM_ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh_token_ttl: seconds("EMPORIUM_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,

@@ -28,6 +28,10 @@ pub enum ErrorCode {
     LimitTooLarge,
     EmptyUpdate,
     InvalidSession,
+    InvalidIdempotencyKey,
+    InvalidPaymentMethod,
+    InvalidShippingAddress,
+    CartEmpty,
     // 401 / 403
     Unauthorized,
     InvalidCredentials,
@@ -39,6 +43,8 @@ pub enum ErrorCode {
     CategoryNotFound,
     CartItemNotFound,
     NotInWishlist,
+    CheckoutNotFound,
+    OrderNotFound,
     MethodNotAllowed,
     EmailTaken,
     SkuTaken,
@@ -46,6 +52,14 @@ pub enum ErrorCode {
     InsufficientStock,
     LineLimitExceeded,
     CurrencyMismatch,
+    OutOfStock,
+    CheckoutExpired,
+    CheckoutCancelled,
+    CheckoutClosed,
+    CheckoutNotReady,
+    // 402
+    PaymentDeclined,
+    PaymentFailed,
     PayloadTooLarge,
     UnsupportedMediaType,
     UnknownCategory,
@@ -62,14 +76,17 @@ impl ErrorCode {
             InvalidBody | InvalidParameter | InvalidEmail | InvalidPassword | InvalidSku | InvalidTitle
             | InvalidBrand | InvalidDescription | InvalidPrice | InvalidCurrency | InvalidQuantity
             | InvalidAttributes | InvalidName | InvalidSlug | InvalidPage | LimitTooLarge | EmptyUpdate
-            | InvalidSession => {
+            | InvalidSession | InvalidIdempotencyKey | InvalidPaymentMethod | InvalidShippingAddress | CartEmpty => {
                 StatusCode::BAD_REQUEST
             }
             Unauthorized | InvalidCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
-            NotFound | ProductNotFound | CategoryNotFound | CartItemNotFound | NotInWishlist => StatusCode::NOT_FOUND,
+            NotFound | ProductNotFound | CategoryNotFound | CartItemNotFound | NotInWishlist | CheckoutNotFound
+            | OrderNotFound => StatusCode::NOT_FOUND,
+            PaymentDeclined | PaymentFailed => StatusCode::PAYMENT_REQUIRED,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            EmailTaken | SkuTaken | SlugTaken | InsufficientStock | LineLimitExceeded | CurrencyMismatch => {
+            EmailTaken | SkuTaken | SlugTaken | InsufficientStock | LineLimitExceeded | CurrencyMismatch | OutOfStock
+            | CheckoutExpired | CheckoutCancelled | CheckoutClosed | CheckoutNotReady => {
                 StatusCode::CONFLICT
             }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -102,6 +119,9 @@ pub enum ApiError {
     /// Missing, invalid or expired credentials.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The payment was declined or could not be taken.
+    #[oai(status = 402)]
+    PaymentRequired(Json<ErrorBody>),
     /// Authenticated, but not allowed.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
@@ -132,6 +152,7 @@ impl ApiError {
         match code.status() {
             StatusCode::BAD_REQUEST => ApiError::BadRequest(body),
             StatusCode::UNAUTHORIZED => ApiError::Unauthorized(body),
+            StatusCode::PAYMENT_REQUIRED => ApiError::PaymentRequired(body),
             StatusCode::FORBIDDEN => ApiError::Forbidden(body),
             StatusCode::NOT_FOUND => ApiError::NotFound(body),
             StatusCode::CONFLICT => ApiError::Conflict(body),

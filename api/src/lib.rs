@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cart;
 pub mod catalogue_generator;
+pub mod checkout;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -23,17 +24,21 @@ use poem_openapi::OpenApiService;
 use crate::{
     auth::{TokenService, hash_password},
     cart::{CartEvents, CartService},
+    checkout::Checkouts,
     config::Config,
     metrics::Metrics,
-    routes::{admin::AdminApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, ops::OpsApi, wishlist::WishlistApi},
+    routes::{
+        admin::AdminApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, checkout::CheckoutApi, ops::OpsApi,
+        orders::OrdersApi, wishlist::WishlistApi,
+    },
     state::{AppState, TemporalGateway, redis_client},
 };
 
-pub type Apis = (AuthApi, CatalogApi, CartApi, WishlistApi, AdminApi, OpsApi);
+pub type Apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, OpsApi);
 
 /// The OpenAPI service of every operation.
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((AuthApi, CatalogApi, CartApi, WishlistApi, AdminApi, OpsApi), "Emporium", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new((AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, OpsApi), "Emporium", env!("CARGO_PKG_VERSION"))
         .description("Store backend: catalogue, carts, checkout, orders and flash sales.")
 }
 
@@ -66,11 +71,13 @@ impl Application {
                 .context("failed to create the admin account")?;
         }
         let redis = redis_client(&config.redis_url)?;
+        let temporal = TemporalGateway::new(&config.temporal_address, &config.temporal_namespace);
         let cart_events = CartEvents::start(&config.redis_url, redis.clone())?;
         let state = AppState {
             carts: CartService::new(db.clone(), redis.clone(), cart_events),
             redis,
-            temporal: TemporalGateway::new(&config.temporal_address, &config.temporal_namespace),
+            checkouts: Checkouts::new(temporal.clone(), config.task_queue.clone(), config.checkout_reservation),
+            temporal,
             tokens: TokenService::new(&config.jwt_secret, config.access_token_ttl, config.refresh_token_ttl),
             metrics: Metrics::new(),
             db,

@@ -67,6 +67,7 @@ pub fn test_config(database_url: &str) -> Config {
         temporal_address: var("TEMPORAL_ADDRESS", "http://127.0.0.1:7233"),
         temporal_namespace: var("TEMPORAL_NAMESPACE", "emporium"),
         task_queue: format!("test-{}", Uuid::new_v4().simple()),
+        checkout_reservation: Duration::from_secs(600),
         jwt_secret: Secret::new(format!("test-secret-{}", Uuid::new_v4())),
         access_token_ttl: Duration::from_secs(300),
         refresh_token_ttl: Duration::from_secs(3600),
@@ -106,8 +107,16 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Logs of the code under test, shown for failing tests (`RUST_LOG` picks the level; warnings
+/// by default).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 /// Starts an instance after `customise` has changed its settings.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
+    init_logging();
     let database = TestDatabase::create().await;
     let mut config = test_config(&database.url);
     customise(&mut config);

@@ -46,7 +46,7 @@ impl TestWorker {
                 let setup = async {
                     let client = temporal_client().await;
                     let core = Runtime::from_current_tokio(Default::default()).map_err(|e| e.to_string())?;
-                    let worker = build_worker(&core, client, &queue, WorkerDependencies { db }).map_err(|e| format!("{e:?}"))?;
+                    let worker = build_worker(&core, client, &queue, WorkerDependencies::sandbox(db)).map_err(|e| format!("{e:?}"))?;
                     Ok::<_, String>((core, worker))
                 };
                 let (_core, mut worker) = match setup.await {
@@ -83,7 +83,17 @@ impl TestWorker {
             let _ = stop.send(());
         }
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // A worker drains in-flight tasks before it stops; don't let a stuck one hang the
+            // test run (a panicking test drops its worker mid-flight).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                eprintln!("test worker did not stop within 30 s; leaving it behind");
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The Temporal worker: connects with the same settings as the API and registers every workflow
 //! and activity of the store. `main.rs` only reads the environment and waits for a stop signal.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
@@ -9,8 +9,8 @@ use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use url::Url;
 
-use emporium_activities::SystemActivities;
-use emporium_workflows::probe::WorkerProbeWorkflow;
+use emporium_activities::{CheckoutActivities, PaymentActivities, PaymentGateway, SandboxGateway, SystemActivities};
+use emporium_workflows::{checkout::CheckoutWorkflow, probe::WorkerProbeWorkflow};
 
 /// What the worker reads from the environment (same variable names as the API).
 #[derive(Debug, Clone)]
@@ -50,13 +50,24 @@ pub async fn connect_temporal(address: &str, namespace: &str, identity: &str) ->
 /// Everything the store's workflows and activities need at run time.
 pub struct WorkerDependencies {
     pub db: DatabaseConnection,
+    pub gateway: Arc<dyn PaymentGateway>,
+}
+
+impl WorkerDependencies {
+    /// The defaults: the sandbox payment gateway on the same database.
+    pub fn sandbox(db: DatabaseConnection) -> Self {
+        Self { gateway: Arc::new(SandboxGateway::new(db.clone())), db }
+    }
 }
 
 /// The worker options with every workflow and activity of the store registered.
 pub fn worker_options(task_queue: &str, deps: WorkerDependencies) -> anyhow::Result<WorkerOptions> {
     Ok(WorkerOptions::new(task_queue)
         .register_workflow::<WorkerProbeWorkflow>()?
-        .register_activities(SystemActivities::new(deps.db))
+        .register_workflow::<CheckoutWorkflow>()?
+        .register_activities(SystemActivities::new(deps.db.clone()))
+        .register_activities(CheckoutActivities::new(deps.db.clone()))
+        .register_activities(PaymentActivities::new(deps.db, deps.gateway))
         .build())
 }
 

@@ -23,7 +23,7 @@ async fn run() -> anyhow::Result<()> {
         .with_context(|| format!("failed to open {}", emporium_entities::db::redact(&config.database_url)))?;
     let client = connect_temporal(&config.temporal_address, &config.temporal_namespace, "emporium-worker").await?;
     let runtime = Runtime::from_current_tokio(Default::default())?;
-    let mut worker = build_worker(&runtime, client, &config.task_queue, WorkerDependencies { db })?;
+    let mut worker = build_worker(&runtime, client, &config.task_queue, WorkerDependencies::sandbox(db))?;
     let shutdown = worker.shutdown_handle();
     tracing::info!(task_queue = %config.task_queue, namespace = %config.temporal_namespace, "worker started");
     // The worker future is not Send, so it runs on this task, raced against the stop signal.

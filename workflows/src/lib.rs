@@ -2,6 +2,7 @@
 //! task queues, workflow ids, message names, inputs and outputs. This crate depends on no other
 //! crate of ours, so a workflow cannot reach the database or the network by accident.
 
+pub mod checkout;
 pub mod probe;
 
 /// Declares the contract of an activity that another crate implements: a marker type whose

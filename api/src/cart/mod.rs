@@ -124,6 +124,19 @@ impl CartService {
         Ok(report)
     }
 
+    /// Re-reads the user's cart after a change made elsewhere (a checkout taking the bought
+    /// units out), refreshing the cache and the user's devices. Best effort.
+    pub async fn refresh_user(&self, user: Uuid) {
+        match carts::load_user_cart(&self.db, user).await {
+            Ok(cart) => {
+                if let Err(err) = self.after_user_change(user, cart).await {
+                    tracing::warn!(error = ?err, "cart refresh failed");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cart refresh failed"),
+        }
+    }
+
     async fn user_view(&self, user: Uuid) -> ApiResult<CartView> {
         let cart = match cache::get(&self.redis, user).await {
             Some(cart) => cart,

@@ -4,7 +4,9 @@ pub mod admin;
 pub mod auth;
 pub mod cart;
 pub mod catalog;
+pub mod checkout;
 pub mod ops;
+pub mod orders;
 pub mod wishlist;
 
 use poem_openapi::{Object, Tags};
@@ -22,6 +24,10 @@ pub enum ApiTags {
     Cart,
     /// Products saved for later
     Wishlist,
+    /// Checking out: reserve, pay, cancel
+    Checkout,
+    /// Orders of the signed-in user
+    Orders,
     /// Catalogue management (admin role)
     Admin,
     /// Health, readiness and metrics

@@ -322,3 +322,32 @@ pub async fn merge_into_user_cart<C: TransactionTrait<Transaction = DatabaseTran
     tx.commit().await?;
     Ok((report, UserCart { version, lines }))
 }
+
+/// Takes bought units out of the user's cart inside the caller's transaction (lines the
+/// shopper added meanwhile stay), and bumps the cart version so caches see the change.
+pub async fn remove_bought(tx: &DatabaseTransaction, user_id: Uuid, bought: &[(i64, i32)]) -> Result<(), StoreError> {
+    let Some((cart_id, _)) = tx
+        .query_one_raw(stmt(
+            "UPDATE carts SET version = version + 1, updated_at = now() WHERE user_id = $1 RETURNING id, version",
+            vec![user_id.into()],
+        ))
+        .await?
+        .map(|row| Ok::<_, sea_orm::DbErr>((row.try_get::<Uuid>("", "id")?, row.try_get::<i64>("", "version")?)))
+        .transpose()?
+    else {
+        return Ok(());
+    };
+    for (product_id, quantity) in bought {
+        tx.execute_raw(stmt(
+            "DELETE FROM cart_items WHERE cart_id = $1 AND product_id = $2 AND quantity <= $3",
+            vec![cart_id.into(), (*product_id).into(), (*quantity).into()],
+        ))
+        .await?;
+        tx.execute_raw(stmt(
+            "UPDATE cart_items SET quantity = quantity - $3, updated_at = now() WHERE cart_id = $1 AND product_id = $2",
+            vec![cart_id.into(), (*product_id).into(), (*quantity).into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}

@@ -2,7 +2,12 @@
 
 pub mod carts;
 pub mod catalog;
+pub mod checkouts;
+pub mod inventory;
+pub mod notifications;
+pub mod orders;
 pub mod outbox;
+pub mod payments;
 pub mod users;
 pub mod wishlists;
 

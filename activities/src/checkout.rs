@@ -1,0 +1,228 @@
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use uuid::Uuid;
+
+use emporium_entities::store::{
+    carts, checkouts,
+    checkouts::CheckoutRecord,
+    inventory::{self, ReserveLine},
+    orders::{self, NewOrder, NewOrderItem},
+};
+use emporium_workflows::checkout::contract::{
+    CART_EMPTY, CheckoutStage, CreateOrderInput, OUT_OF_STOCK, OrderConfirmationInput, OrderPlaced, PricedLine,
+    RESERVATION_LOST, ReleaseInput, ReserveCheckoutInput, ReservedCheckout, Shortage, Totals,
+};
+
+use crate::business_failure;
+
+/// Sales tax in basis points of the subtotal (8%).
+pub const TAX_BASIS_POINTS: i64 = 800;
+/// Orders from this subtotal ship free; below it shipping costs `SHIPPING_MINOR`.
+pub const FREE_SHIPPING_FROM_MINOR: i64 = 5_000;
+pub const SHIPPING_MINOR: i64 = 499;
+
+/// Totals of priced lines: tax rounded half up, flat shipping under the free-shipping line.
+pub fn totals(lines: &[PricedLine], currency: &str) -> Totals {
+    let subtotal: i64 = lines.iter().map(|l| l.unit_price_minor * i64::from(l.quantity)).sum();
+    let tax = (subtotal * TAX_BASIS_POINTS + 5_000) / 10_000;
+    let shipping = if subtotal >= FREE_SHIPPING_FROM_MINOR { 0 } else { SHIPPING_MINOR };
+    Totals { currency: currency.to_owned(), subtotal_minor: subtotal, tax_minor: tax, shipping_minor: shipping, total_minor: subtotal + tax + shipping }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ActivityError> {
+    Uuid::parse_str(raw).map_err(|e| business_failure("invalid_input", format!("{raw:?}: {e}"), None::<()>))
+}
+
+/// The database steps of a checkout. Each is one transaction and safe to retry.
+pub struct CheckoutActivities {
+    db: DatabaseConnection,
+}
+
+impl CheckoutActivities {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[activities]
+impl CheckoutActivities {
+    /// Implements `ReserveCheckout`.
+    #[activity]
+    pub async fn reserve_checkout(self: Arc<Self>, _ctx: ActivityContext, input: ReserveCheckoutInput) -> Result<ReservedCheckout, ActivityError> {
+        let checkout_id = parse_id(&input.checkout_id)?;
+        let user_id = parse_id(&input.user_id)?;
+        // A retry after a commit whose answer was lost: the checkout is recorded, nothing to redo.
+        if let Some(record) = checkouts::find(&self.db, checkout_id).await? {
+            return Ok(reserved_from(&record)?);
+        }
+        let tx = self.db.begin().await?;
+        let cart = carts::load_user_cart(&tx, user_id).await?;
+        if cart.lines.is_empty() {
+            return Err(business_failure(CART_EMPTY, "the cart is empty".to_owned(), None::<()>));
+        }
+        let ids: Vec<i64> = cart.lines.iter().map(|l| l.product_id).collect();
+        let products = carts::cart_products(&tx, &ids).await?;
+        let mut lines = Vec::new();
+        let mut gone = Vec::new();
+        for line in &cart.lines {
+            match products.iter().find(|p| p.id == line.product_id && !p.deleted) {
+                Some(p) => lines.push(PricedLine {
+                    product_id: p.id,
+                    sku: p.sku.clone(),
+                    title: p.title.clone(),
+                    quantity: line.quantity,
+                    unit_price_minor: p.price_minor,
+                }),
+                None => gone.push(Shortage { product_id: line.product_id, requested: line.quantity, available: 0 }),
+            }
+        }
+        let currency = products.first().map_or("USD".to_owned(), |p| p.currency.clone());
+        let expires_at = Utc.timestamp_millis_opt(input.reserved_until_ms as i64).single().unwrap_or_else(Utc::now);
+        let reserve: Vec<ReserveLine> = lines.iter().map(|l| ReserveLine { product_id: l.product_id, quantity: l.quantity }).collect();
+        let short = inventory::reserve_lines(&tx, &input.owner, reserve, expires_at).await?;
+        let mut shortages: Vec<Shortage> = short
+            .into_iter()
+            .map(|s| Shortage { product_id: s.product_id, requested: s.requested, available: s.available })
+            .chain(gone)
+            .collect();
+        if !shortages.is_empty() {
+            tx.rollback().await?;
+            shortages.sort_by_key(|s| s.product_id);
+            let names: Vec<String> = shortages.iter().map(|s| s.product_id.to_string()).collect();
+            return Err(business_failure(OUT_OF_STOCK, format!("not enough stock of products {}", names.join(", ")), Some(shortages)));
+        }
+        let totals = totals(&lines, &currency);
+        let record = CheckoutRecord {
+            id: checkout_id,
+            user_id,
+            status: CheckoutStage::AwaitingPayment.as_str().to_owned(),
+            currency: totals.currency.clone(),
+            subtotal_minor: totals.subtotal_minor,
+            tax_minor: totals.tax_minor,
+            shipping_minor: totals.shipping_minor,
+            total_minor: totals.total_minor,
+            lines: serde_json::to_value(&lines)?,
+            reserved_until: Some(expires_at),
+            order_id: None,
+            failure_code: None,
+        };
+        checkouts::insert(&tx, &record).await?;
+        tx.commit().await?;
+        Ok(ReservedCheckout { lines, totals })
+    }
+
+    /// Implements `ReleaseStock`.
+    #[activity]
+    pub async fn release_stock(self: Arc<Self>, _ctx: ActivityContext, input: ReleaseInput) -> Result<(), ActivityError> {
+        let checkout_id = parse_id(&input.checkout_id)?;
+        let tx = self.db.begin().await?;
+        let units = inventory::release_reservations(&tx, &input.owner).await?;
+        checkouts::set_status(&tx, checkout_id, input.stage.as_str(), input.failure.as_deref()).await?;
+        tx.commit().await?;
+        tracing::info!(checkout_id = %checkout_id, units, stage = input.stage.as_str(), "reserved stock released");
+        Ok(())
+    }
+
+    /// Implements `CreateOrder`.
+    #[activity]
+    pub async fn create_order(self: Arc<Self>, _ctx: ActivityContext, input: CreateOrderInput) -> Result<OrderPlaced, ActivityError> {
+        let checkout_id = parse_id(&input.checkout_id)?;
+        let user_id = parse_id(&input.user_id)?;
+        let payment_id = parse_id(&input.payment_id)?;
+        let tx = self.db.begin().await?;
+        if let Some(order_id) = orders::order_of_checkout(&tx, checkout_id).await? {
+            tx.commit().await?;
+            return Ok(OrderPlaced { order_id: order_id.to_string(), payment_id: input.payment_id });
+        }
+        let reserved: Vec<ReserveLine> =
+            input.lines.iter().map(|l| ReserveLine { product_id: l.product_id, quantity: l.quantity }).collect();
+        if !inventory::confirm_reservations(&tx, &input.owner, &reserved).await? {
+            tx.rollback().await?;
+            return Err(business_failure(RESERVATION_LOST, "the reserved stock is no longer held".to_owned(), None::<()>));
+        }
+        let order = NewOrder {
+            user_id,
+            checkout_id,
+            payment_id,
+            currency: input.totals.currency.clone(),
+            subtotal_minor: input.totals.subtotal_minor,
+            tax_minor: input.totals.tax_minor,
+            shipping_minor: input.totals.shipping_minor,
+            total_minor: input.totals.total_minor,
+            shipping_address: serde_json::to_value(&input.shipping_address)?,
+            items: input
+                .lines
+                .iter()
+                .map(|l| NewOrderItem {
+                    product_id: l.product_id,
+                    sku: l.sku.clone(),
+                    title: l.title.clone(),
+                    quantity: l.quantity,
+                    unit_price_minor: l.unit_price_minor,
+                })
+                .collect(),
+        };
+        let order_id = orders::insert_order(&tx, &order).await?;
+        let bought: Vec<(i64, i32)> = input.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
+        carts::remove_bought(&tx, user_id, &bought).await?;
+        checkouts::complete(&tx, checkout_id, order_id).await?;
+        tx.commit().await?;
+        tracing::info!(checkout_id = %checkout_id, order_id = %order_id, "order created");
+        Ok(OrderPlaced { order_id: order_id.to_string(), payment_id: input.payment_id })
+    }
+
+    /// Implements `SendOrderConfirmation`: queues the notification (delivered by the
+    /// notifications worker) and logs it.
+    #[activity]
+    pub async fn send_order_confirmation(self: Arc<Self>, _ctx: ActivityContext, input: OrderConfirmationInput) -> Result<(), ActivityError> {
+        let order_id = parse_id(&input.order_id)?;
+        let user_id = parse_id(&input.user_id)?;
+        emporium_entities::store::notifications::enqueue(
+            &self.db,
+            user_id,
+            Some(order_id),
+            "ORDER_PLACED",
+            &format!("order:{order_id}:placed"),
+            &serde_json::json!({ "orderId": order_id, "userId": user_id }),
+        )
+        .await?;
+        tracing::info!(order_id = %order_id, user_id = %user_id, "order confirmation queued");
+        Ok(())
+    }
+}
+
+fn reserved_from(record: &CheckoutRecord) -> Result<ReservedCheckout, ActivityError> {
+    Ok(ReservedCheckout {
+        lines: serde_json::from_value(record.lines.clone())?,
+        totals: Totals {
+            currency: record.currency.clone(),
+            subtotal_minor: record.subtotal_minor,
+            tax_minor: record.tax_minor,
+            shipping_minor: record.shipping_minor,
+            total_minor: record.total_minor,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(price: i64, quantity: i32) -> PricedLine {
+        PricedLine { product_id: 1, sku: "S".into(), title: "T".into(), quantity, unit_price_minor: price }
+    }
+
+    #[test]
+    fn totals_round_tax_half_up_and_ship_free_from_the_threshold() {
+        let small = totals(&[line(1_000, 2)], "USD");
+        assert_eq!((small.subtotal_minor, small.tax_minor, small.shipping_minor, small.total_minor), (2_000, 160, 499, 2_659));
+        let big = totals(&[line(2_500, 2)], "USD");
+        assert_eq!((big.tax_minor, big.shipping_minor, big.total_minor), (400, 0, 5_400));
+        assert_eq!(totals(&[line(6, 1)], "USD").tax_minor, 0, "0.48 rounds down");
+        assert_eq!(totals(&[line(7, 1)], "USD").tax_minor, 1, "0.56 rounds up");
+    }
+}

@@ -1,0 +1,109 @@
+use std::sync::Arc;
+
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use uuid::Uuid;
+
+use emporium_entities::store::{checkouts, payments};
+use emporium_workflows::checkout::contract::{ChargeInput, ChargeResult, RefundInput};
+
+use super::{ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest};
+use crate::business_failure;
+
+/// Charges and refunds through the configured gateway, keeping our ledger in `payments`.
+pub struct PaymentActivities {
+    db: DatabaseConnection,
+    gateway: Arc<dyn PaymentGateway>,
+}
+
+impl PaymentActivities {
+    pub fn new(db: DatabaseConnection, gateway: Arc<dyn PaymentGateway>) -> Self {
+        Self { db, gateway }
+    }
+}
+
+#[activities]
+impl PaymentActivities {
+    /// Implements `ChargePayment`.
+    #[activity]
+    pub async fn charge_payment(self: Arc<Self>, _ctx: ActivityContext, input: ChargeInput) -> Result<ChargeResult, ActivityError> {
+        let checkout_id = Uuid::parse_str(&input.checkout_id).map_err(|e| business_failure("invalid_input", e.to_string(), None::<()>))?;
+        checkouts::set_status(&self.db, checkout_id, "PAYING", None).await?;
+        let payment = payments::begin_charge(
+            &self.db,
+            &input.idempotency_key,
+            Some(checkout_id),
+            input.amount_minor,
+            &input.currency,
+            self.gateway.name(),
+        )
+        .await?;
+        match payment.status.as_str() {
+            "COMPLETED" | "REFUNDED" | "PARTIALLY_REFUNDED" => return Ok(ChargeResult::Charged { payment_id: payment.id.to_string() }),
+            "FAILED" => {
+                return Ok(ChargeResult::Declined {
+                    code: payment.failure_code.unwrap_or_default(),
+                    message: payment.failure_message.unwrap_or_default(),
+                });
+            }
+            _ => {}
+        }
+        let request = ChargeRequest {
+            idempotency_key: input.idempotency_key.clone(),
+            amount_minor: input.amount_minor,
+            currency: input.currency.clone(),
+            payment_method: input.payment_method.clone(),
+            description: format!("Emporium checkout {}", input.checkout_id),
+        };
+        match self.gateway.charge(&request).await {
+            Ok(ChargeOutcome::Succeeded { reference }) => {
+                payments::mark_completed(&self.db, payment.id, &reference).await?;
+                tracing::info!(checkout_id = %input.checkout_id, payment_id = %payment.id, "payment charged");
+                Ok(ChargeResult::Charged { payment_id: payment.id.to_string() })
+            }
+            Ok(ChargeOutcome::Declined { code, message }) => {
+                payments::mark_failed(&self.db, payment.id, &code, &message).await?;
+                tracing::info!(checkout_id = %input.checkout_id, code, "payment declined");
+                Ok(ChargeResult::Declined { code, message })
+            }
+            Err(GatewayError::Rejected(reason)) => {
+                payments::mark_failed(&self.db, payment.id, "gateway_rejected", &reason).await?;
+                Ok(ChargeResult::Declined { code: "gateway_rejected".to_owned(), message: reason })
+            }
+            Err(err @ GatewayError::Transient(_)) => {
+                tracing::warn!(checkout_id = %input.checkout_id, error = %err, "charge failed transiently; will retry");
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Implements `RefundPayment`: refunds what is left of a completed payment.
+    #[activity]
+    pub async fn refund_payment(self: Arc<Self>, _ctx: ActivityContext, input: RefundInput) -> Result<(), ActivityError> {
+        let payment_id = Uuid::parse_str(&input.payment_id).map_err(|e| business_failure("invalid_input", e.to_string(), None::<()>))?;
+        let Some(payment) = payments::find(&self.db, payment_id).await? else {
+            return Err(business_failure("payment_not_found", format!("payment {payment_id} does not exist"), None::<()>));
+        };
+        let remaining = payment.amount_minor - payment.refunded_minor;
+        let Some(reference) = payment.gateway_reference.filter(|_| payment.status == "COMPLETED" || payment.status == "PARTIALLY_REFUNDED")
+        else {
+            return Ok(()); // nothing was charged, or it is refunded already
+        };
+        if remaining <= 0 {
+            return Ok(());
+        }
+        let request = RefundRequest {
+            idempotency_key: input.idempotency_key.clone(),
+            charge_reference: reference,
+            amount_minor: remaining,
+            currency: payment.currency.clone(),
+        };
+        let refund_reference = self.gateway.refund(&request).await?;
+        let tx = self.db.begin().await?;
+        payments::record_refund(&tx, payment_id, &input.idempotency_key, remaining, &payment.currency, &input.reason, &refund_reference).await?;
+        tx.commit().await?;
+        tracing::info!(payment_id = %payment_id, amount = remaining, "payment refunded");
+        Ok(())
+    }
+}

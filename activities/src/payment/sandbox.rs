@@ -1,0 +1,123 @@
+//! A gateway that behaves like Stripe test mode and keeps its ledger in Postgres:
+//! `pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined, `pm_card_processingError`
+//! fails transiently on its first two attempts and then succeeds, and a repeated idempotency
+//! key returns the first result without charging again.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
+use uuid::Uuid;
+
+use super::{ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest};
+
+/// Attempts of `pm_card_processingError` that fail before one succeeds.
+const PROCESSING_ERROR_ATTEMPTS: i32 = 2;
+
+pub struct SandboxGateway {
+    db: DatabaseConnection,
+}
+
+impl SandboxGateway {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Records one more attempt under `key` and returns the request as stored.
+    async fn attempt(&self, key: &str, operation: &str, method: Option<&str>, amount: i64, currency: &str) -> Result<Recorded, GatewayError> {
+        let stmt = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO sandbox_gateway_requests (idempotency_key, operation, payment_method, amount_minor, currency, attempts) \
+             VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (idempotency_key) DO UPDATE \
+             SET attempts = sandbox_gateway_requests.attempts + 1, updated_at = now() \
+             RETURNING operation, payment_method, amount_minor, attempts, outcome, reference",
+            [key.into(), operation.into(), method.map(str::to_owned).into(), amount.into(), currency.into()],
+        );
+        Recorded::find_by_statement(stmt)
+            .one(&self.db)
+            .await
+            .map_err(|e| GatewayError::Transient(format!("sandbox ledger: {e}")))?
+            .ok_or_else(|| GatewayError::Transient("sandbox ledger returned no row".to_owned()))
+    }
+
+    async fn settle(&self, key: &str, outcome: &str, reference: Option<&str>) -> Result<(), GatewayError> {
+        let values: Vec<Value> = vec![key.into(), outcome.into(), reference.map(str::to_owned).into()];
+        self.db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "UPDATE sandbox_gateway_requests SET outcome = $2, reference = $3, updated_at = now() WHERE idempotency_key = $1",
+                values,
+            ))
+            .await
+            .map_err(|e| GatewayError::Transient(format!("sandbox ledger: {e}")))?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Recorded {
+    operation: String,
+    payment_method: Option<String>,
+    amount_minor: i64,
+    attempts: i32,
+    outcome: Option<String>,
+    reference: Option<String>,
+}
+
+const DECLINED_CODE: &str = "card_declined";
+const DECLINED_MESSAGE: &str = "Your card was declined.";
+
+#[async_trait::async_trait]
+impl PaymentGateway for SandboxGateway {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
+        let recorded = self
+            .attempt(&request.idempotency_key, "charge", Some(&request.payment_method), request.amount_minor, &request.currency)
+            .await?;
+        // Stripe refuses a key reused for a different request.
+        if recorded.operation != "charge"
+            || recorded.payment_method.as_deref() != Some(request.payment_method.as_str())
+            || recorded.amount_minor != request.amount_minor
+        {
+            return Err(GatewayError::Rejected("idempotency key reused with different parameters".to_owned()));
+        }
+        match (recorded.outcome.as_deref(), recorded.reference) {
+            (Some("succeeded"), Some(reference)) => return Ok(ChargeOutcome::Succeeded { reference }),
+            (Some("declined"), _) => {
+                return Ok(ChargeOutcome::Declined { code: DECLINED_CODE.to_owned(), message: DECLINED_MESSAGE.to_owned() });
+            }
+            _ => {}
+        }
+        match request.payment_method.as_str() {
+            "pm_card_chargeDeclined" => {
+                self.settle(&request.idempotency_key, "declined", None).await?;
+                Ok(ChargeOutcome::Declined { code: DECLINED_CODE.to_owned(), message: DECLINED_MESSAGE.to_owned() })
+            }
+            "pm_card_processingError" if recorded.attempts <= PROCESSING_ERROR_ATTEMPTS => Err(GatewayError::Transient(
+                "processing_error: An error occurred while processing your card. Try again in a little bit.".to_owned(),
+            )),
+            "pm_card_visa" | "pm_card_mastercard" | "pm_card_processingError" => {
+                let reference = format!("ch_sandbox_{}", Uuid::new_v4().simple());
+                self.settle(&request.idempotency_key, "succeeded", Some(&reference)).await?;
+                Ok(ChargeOutcome::Succeeded { reference })
+            }
+            _ => {
+                self.settle(&request.idempotency_key, "declined", None).await?;
+                Ok(ChargeOutcome::Declined {
+                    code: "payment_method_invalid".to_owned(),
+                    message: format!("No such payment method: {}", request.payment_method),
+                })
+            }
+        }
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
+        let recorded = self.attempt(&request.idempotency_key, "refund", None, request.amount_minor, &request.currency).await?;
+        if let (Some("succeeded"), Some(reference)) = (recorded.outcome.as_deref(), recorded.reference) {
+            return Ok(reference);
+        }
+        let reference = format!("re_sandbox_{}", Uuid::new_v4().simple());
+        self.settle(&request.idempotency_key, "succeeded", Some(&reference)).await?;
+        Ok(reference)
+    }
+}

@@ -1,0 +1,191 @@
+//! Stock reservations. Stock moves only through these functions, so for every product
+//! units stocked = available + reserved + sold (the CHECKs forbid negatives).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, Statement, TransactionTrait, Value};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{StoreError, catalog::StockLevel, outbox};
+use crate::entity::outbox::OutboxKind;
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReserveLine {
+    pub product_id: i64,
+    pub quantity: i32,
+}
+
+/// A product there was not enough of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Shortfall {
+    pub product_id: i64,
+    pub requested: i32,
+    pub available: i32,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Reservation {
+    product_id: i64,
+    quantity: i32,
+}
+
+const STOCK_RETURNING: &str = "RETURNING product_id, available, reserved, sold, version";
+
+async fn stock_changed(tx: &DatabaseTransaction, level: &StockLevel) -> Result<(), StoreError> {
+    outbox::append(tx, "product", level.product_id, OutboxKind::StockChanged, level).await.map(|_| ())
+}
+
+/// Reserves every line for `owner` inside `tx`, lines in product-id order so two reservations
+/// never wait on each other in a cycle. Returns the shortfalls (every short product, not just
+/// the first); when there are any the caller must roll back.
+pub async fn reserve_lines(
+    tx: &DatabaseTransaction,
+    owner: &str,
+    mut lines: Vec<ReserveLine>,
+    expires_at: DateTime<Utc>,
+) -> Result<Vec<Shortfall>, StoreError> {
+    lines.sort_by_key(|l| l.product_id);
+    let mut shortfalls = Vec::new();
+    for line in lines {
+        let level = StockLevel::find_by_statement(stmt(
+            &format!(
+                "UPDATE inventory SET available = available - $2, reserved = reserved + $2, version = version + 1, \
+                 updated_at = now() WHERE product_id = $1 AND available >= $2 {STOCK_RETURNING}"
+            ),
+            vec![line.product_id.into(), line.quantity.into()],
+        ))
+        .one(tx)
+        .await?;
+        match level {
+            Some(level) => {
+                tx.execute_raw(stmt(
+                    "INSERT INTO inventory_reservations (id, product_id, owner, quantity, status, expires_at) \
+                     VALUES ($1, $2, $3, $4, 'RESERVED', $5)",
+                    vec![Uuid::now_v7().into(), line.product_id.into(), owner.into(), line.quantity.into(), expires_at.into()],
+                ))
+                .await?;
+                stock_changed(tx, &level).await?;
+            }
+            None => {
+                let available = tx
+                    .query_one_raw(stmt("SELECT available FROM inventory WHERE product_id = $1", vec![line.product_id.into()]))
+                    .await?
+                    .map(|row| row.try_get::<i32>("", "available"))
+                    .transpose()?
+                    .unwrap_or(0);
+                shortfalls.push(Shortfall { product_id: line.product_id, requested: line.quantity, available });
+            }
+        }
+    }
+    Ok(shortfalls)
+}
+
+/// Returns every still-RESERVED unit of `owner` to stock; a no-op when there are none, so
+/// retries and repeated calls are harmless. Returns the units released.
+pub async fn release_reservations(tx: &DatabaseTransaction, owner: &str) -> Result<i64, StoreError> {
+    let held = Reservation::find_by_statement(stmt(
+        "UPDATE inventory_reservations SET status = 'RELEASED', updated_at = now() \
+         WHERE owner = $1 AND status = 'RESERVED' RETURNING product_id, quantity",
+        vec![owner.into()],
+    ))
+    .all(tx)
+    .await?;
+    let mut held = held;
+    held.sort_by_key(|r| r.product_id);
+    let mut units = 0;
+    for reservation in held {
+        let level = StockLevel::find_by_statement(stmt(
+            &format!(
+                "UPDATE inventory SET available = available + $2, reserved = reserved - $2, version = version + 1, \
+                 updated_at = now() WHERE product_id = $1 {STOCK_RETURNING}"
+            ),
+            vec![reservation.product_id.into(), reservation.quantity.into()],
+        ))
+        .one(tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        stock_changed(tx, &level).await?;
+        units += i64::from(reservation.quantity);
+    }
+    Ok(units)
+}
+
+/// Turns `owner`'s reservations into sales. `Ok(false)` when they are no longer all held
+/// (released by the sweeper, say): the caller must not sell.
+pub async fn confirm_reservations(tx: &DatabaseTransaction, owner: &str, lines: &[ReserveLine]) -> Result<bool, StoreError> {
+    let held = Reservation::find_by_statement(stmt(
+        "SELECT product_id, quantity FROM inventory_reservations WHERE owner = $1 AND status = 'RESERVED' \
+         ORDER BY product_id FOR UPDATE",
+        vec![owner.into()],
+    ))
+    .all(tx)
+    .await?;
+    let mut wanted: Vec<(i64, i32)> = lines.iter().map(|l| (l.product_id, l.quantity)).collect();
+    wanted.sort();
+    let have: Vec<(i64, i32)> = held.iter().map(|r| (r.product_id, r.quantity)).collect();
+    if have != wanted {
+        return Ok(false);
+    }
+    for reservation in held {
+        let level = StockLevel::find_by_statement(stmt(
+            &format!(
+                "UPDATE inventory SET reserved = reserved - $2, sold = sold + $2, version = version + 1, \
+                 updated_at = now() WHERE product_id = $1 {STOCK_RETURNING}"
+            ),
+            vec![reservation.product_id.into(), reservation.quantity.into()],
+        ))
+        .one(tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        stock_changed(tx, &level).await?;
+    }
+    tx.execute_raw(stmt(
+        "UPDATE inventory_reservations SET status = 'CONFIRMED', updated_at = now() WHERE owner = $1 AND status = 'RESERVED'",
+        vec![owner.into()],
+    ))
+    .await?;
+    Ok(true)
+}
+
+/// Releases reservations that expired more than `grace_secs` ago and whose owner is not in
+/// the middle of paying (a checkout in PAYING may still turn them into a sale). Each owner
+/// is released in its own transaction. Returns the owners released.
+pub async fn release_expired<C: TransactionTrait<Transaction = DatabaseTransaction> + ConnectionTrait>(
+    db: &C,
+    grace_secs: i64,
+) -> Result<Vec<String>, StoreError> {
+    let owners: Vec<String> = db
+        .query_all_raw(stmt(
+            "SELECT DISTINCT r.owner FROM inventory_reservations r \
+             LEFT JOIN checkouts c ON r.owner = 'checkout:' || c.id::text \
+             WHERE r.status = 'RESERVED' AND r.expires_at < now() - make_interval(secs => $1) \
+             AND (c.status IS NULL OR c.status <> 'PAYING') ORDER BY r.owner LIMIT 500",
+            vec![(grace_secs as f64).into()],
+        ))
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String>("", "owner"))
+        .collect::<Result<_, _>>()?;
+    let mut released = Vec::new();
+    for owner in owners {
+        let tx = db.begin().await?;
+        // re-checked under lock: a sale may have confirmed them meanwhile
+        if release_reservations(&tx, &owner).await? > 0 {
+            if let Some(checkout_id) = owner.strip_prefix("checkout:") {
+                tx.execute_raw(stmt(
+                    "UPDATE checkouts SET status = 'EXPIRED', updated_at = now() \
+                     WHERE id::text = $1 AND status IN ('AWAITING_PAYMENT', 'RESERVED')",
+                    vec![checkout_id.into()],
+                ))
+                .await?;
+            }
+            released.push(owner);
+        }
+        tx.commit().await?;
+    }
+    Ok(released)
+}
