@@ -3,10 +3,12 @@
 //! `emporium-workflows`; a test checks the names line up.
 
 pub mod checkout;
+pub mod inventory;
 pub mod payment;
 pub mod system;
 
 pub use checkout::CheckoutActivities;
+pub use inventory::InventoryActivities;
 pub use payment::{PaymentActivities, PaymentGateway, SandboxGateway};
 pub use system::SystemActivities;
 
@@ -20,5 +22,33 @@ pub(crate) fn business_failure<D: Serialize + Send + Sync + 'static>(kind: &str,
     match details {
         Some(details) => ActivityError::application(failure.details(details).build()),
         None => ActivityError::application(failure.build()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use temporalio_common::ActivityDefinition;
+
+    use emporium_workflows::{checkout::contract as checkout, probe::contract as probe, sweeper::contract as sweeper};
+
+    use super::*;
+
+    /// Workflows call activities by name; a renamed method would fail only at run time.
+    #[test]
+    fn implementation_names_match_the_contracts() {
+        let pairs: [(&str, &str); 9] = [
+            (SystemActivities::database_version.name(), probe::DatabaseVersion.name()),
+            (CheckoutActivities::reserve_checkout.name(), checkout::ReserveCheckout.name()),
+            (CheckoutActivities::release_stock.name(), checkout::ReleaseStock.name()),
+            (CheckoutActivities::create_order.name(), checkout::CreateOrder.name()),
+            (CheckoutActivities::send_order_confirmation.name(), checkout::SendOrderConfirmation.name()),
+            (PaymentActivities::charge_payment.name(), checkout::ChargePayment.name()),
+            (PaymentActivities::refund_payment.name(), checkout::RefundPayment.name()),
+            (InventoryActivities::release_expired_reservations.name(), sweeper::ReleaseExpiredReservations.name()),
+            (SystemActivities::database_version.name(), "SystemActivities::database_version"),
+        ];
+        for (implemented, declared) in pairs {
+            assert_eq!(implemented, declared);
+        }
     }
 }

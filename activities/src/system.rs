@@ -28,18 +28,3 @@ impl SystemActivities {
         Ok(row.try_get::<String>("", "version")?)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use temporalio_common::ActivityDefinition;
-
-    use super::SystemActivities;
-
-    #[test]
-    fn implementation_names_match_the_contracts() {
-        assert_eq!(
-            SystemActivities::database_version.name(),
-            emporium_workflows::probe::contract::DatabaseVersion.name()
-        );
-    }
-}

@@ -3,3 +3,4 @@
 
 mod checkout;
 mod probe;
+mod sweeper;

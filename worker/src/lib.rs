@@ -9,8 +9,18 @@ use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use url::Url;
 
-use emporium_activities::{CheckoutActivities, PaymentActivities, PaymentGateway, SandboxGateway, SystemActivities};
-use emporium_workflows::{checkout::CheckoutWorkflow, probe::WorkerProbeWorkflow};
+use emporium_activities::{
+    CheckoutActivities, InventoryActivities, PaymentActivities, PaymentGateway, SandboxGateway, SystemActivities,
+};
+use emporium_workflows::{
+    checkout::CheckoutWorkflow,
+    probe::WorkerProbeWorkflow,
+    sweeper::{
+        ReservationSweeperWorkflow,
+        contract::{SWEEP_INTERVAL, SweepInput, schedule_id},
+    },
+};
+use temporalio_client::schedules::{CreateScheduleOptions, ScheduleAction, ScheduleError, ScheduleOverlapPolicy, ScheduleSpec};
 
 /// What the worker reads from the environment (same variable names as the API).
 #[derive(Debug, Clone)]
@@ -65,7 +75,9 @@ pub fn worker_options(task_queue: &str, deps: WorkerDependencies) -> anyhow::Res
     Ok(WorkerOptions::new(task_queue)
         .register_workflow::<WorkerProbeWorkflow>()?
         .register_workflow::<CheckoutWorkflow>()?
+        .register_workflow::<ReservationSweeperWorkflow>()?
         .register_activities(SystemActivities::new(deps.db.clone()))
+        .register_activities(InventoryActivities::new(deps.db.clone()))
         .register_activities(CheckoutActivities::new(deps.db.clone()))
         .register_activities(PaymentActivities::new(deps.db, deps.gateway))
         .build())
@@ -79,4 +91,24 @@ pub fn build_worker(
     deps: WorkerDependencies,
 ) -> anyhow::Result<Worker> {
     Worker::new(runtime, client, worker_options(task_queue, deps)?).context("failed to create the Temporal worker")
+}
+
+/// Creates the reservation-sweeper schedule for `task_queue` unless it exists. Safe to call
+/// from every worker at every start. Returns whether it was created now.
+pub async fn ensure_sweeper_schedule(client: &Client, task_queue: &str) -> anyhow::Result<bool> {
+    let options = CreateScheduleOptions::builder()
+        .action(ScheduleAction::start_workflow(
+            ReservationSweeperWorkflow::run,
+            SweepInput { grace_secs: 0 },
+            task_queue,
+            "reservation-sweep",
+        ))
+        .spec(ScheduleSpec::from_interval(SWEEP_INTERVAL))
+        .overlap_policy(ScheduleOverlapPolicy::Skip)
+        .build();
+    match client.create_schedule(schedule_id(task_queue), options).await {
+        Ok(_) => Ok(true),
+        Err(ScheduleError::Rpc(status)) if status.code() == temporalio_client::tonic::Code::AlreadyExists => Ok(false),
+        Err(err) => Err(anyhow::Error::new(err).context("failed to create the reservation sweeper schedule")),
+    }
 }

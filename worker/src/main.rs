@@ -2,7 +2,7 @@ use anyhow::Context;
 use temporalio_sdk::Runtime;
 use tracing_subscriber::EnvFilter;
 
-use emporium_worker::{WorkerConfig, WorkerDependencies, build_worker, connect_temporal};
+use emporium_worker::{WorkerConfig, WorkerDependencies, build_worker, connect_temporal, ensure_sweeper_schedule};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,6 +22,9 @@ async fn run() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to open {}", emporium_entities::db::redact(&config.database_url)))?;
     let client = connect_temporal(&config.temporal_address, &config.temporal_namespace, "emporium-worker").await?;
+    if ensure_sweeper_schedule(&client, &config.task_queue).await? {
+        tracing::info!("reservation sweeper scheduled");
+    }
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let mut worker = build_worker(&runtime, client, &config.task_queue, WorkerDependencies::sandbox(db))?;
     let shutdown = worker.shutdown_handle();

@@ -4,6 +4,7 @@
 
 pub mod checkout;
 pub mod probe;
+pub mod sweeper;
 
 /// Declares the contract of an activity that another crate implements: a marker type whose
 /// `ActivityDefinition::name` is the activity type name the worker registers
