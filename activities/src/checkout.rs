@@ -55,11 +55,17 @@ impl CheckoutActivities {
     pub async fn reserve_checkout(self: Arc<Self>, _ctx: ActivityContext, input: ReserveCheckoutInput) -> Result<ReservedCheckout, ActivityError> {
         let checkout_id = parse_id(&input.checkout_id)?;
         let user_id = parse_id(&input.user_id)?;
-        // A retry after a commit whose answer was lost: the checkout is recorded, nothing to redo.
-        if let Some(record) = checkouts::find(&self.db, checkout_id).await? {
-            return Ok(reserved_from(&record)?);
-        }
         let tx = self.db.begin().await?;
+        // One attempt at a time: an attempt that timed out may still be running.
+        checkouts::lock_id(&tx, checkout_id).await?;
+        // A retry after a commit whose answer was lost: the checkout is recorded, nothing to redo.
+        if let Some(record) = checkouts::find(&tx, checkout_id).await? {
+            tx.commit().await?;
+            return match record.status.as_str() {
+                "AWAITING_PAYMENT" | "PAYING" | "COMPLETED" => Ok(reserved_from(&record)?),
+                ended => Err(business_failure(RESERVATION_LOST, format!("the checkout already ended ({ended})"), None::<()>)),
+            };
+        }
         let cart = carts::load_user_cart(&tx, user_id).await?;
         if cart.lines.is_empty() {
             return Err(business_failure(CART_EMPTY, "the cart is empty".to_owned(), None::<()>));
@@ -134,6 +140,8 @@ impl CheckoutActivities {
         let user_id = parse_id(&input.user_id)?;
         let payment_id = parse_id(&input.payment_id)?;
         let tx = self.db.begin().await?;
+        // One attempt at a time: a timed-out attempt may still be committing this very order.
+        checkouts::lock_id(&tx, checkout_id).await?;
         if let Some(order_id) = orders::order_of_checkout(&tx, checkout_id).await? {
             tx.commit().await?;
             return Ok(OrderPlaced { order_id: order_id.to_string(), payment_id: input.payment_id });

@@ -4,11 +4,14 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use temporalio_client::{WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHistory};
+use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHistory};
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 use emporium_tests::{TestApp, TestResponse, count, spawn_app_with, worker::{TestWorker, temporal_client, unique_task_queue}};
-use emporium_workflows::checkout::{CheckoutWorkflow, contract::workflow_id};
+use emporium_workflows::checkout::{
+    CheckoutWorkflow,
+    contract::{PaymentOutcome, PaymentRequest, ShippingAddress, workflow_id},
+};
 
 struct Shop {
     app: TestApp,
@@ -215,7 +218,7 @@ async fn cancelling_releases_the_stock_and_a_late_payment_is_refused() {
 
 #[tokio::test]
 async fn an_expired_reservation_returns_the_stock_and_a_late_payment_is_refused() {
-    let shop = shop(2).await;
+    let shop = shop(3).await;
     let product = shop.product("EXPIRE-1", 1_000, 5).await;
     let token = shop.shopper(product, 1).await;
     let checkout_id = id_of(&shop.checkout(&token, None).await);
@@ -283,6 +286,27 @@ async fn the_same_idempotency_key_is_one_checkout_and_a_repeated_payment_one_cha
     assert_eq!(count(db, "SELECT COUNT(*) AS n FROM payments").await, 1);
     assert_eq!(count(db, "SELECT COUNT(*) AS n FROM sandbox_gateway_requests").await, 1);
     assert_eq!(count(db, "SELECT COUNT(*) AS n FROM orders").await, 1);
+    // a second submission that is a different update still gets the first answer, no charge
+    let client = temporal_client().await;
+    let handle = client.get_workflow_handle::<CheckoutWorkflow>(workflow_id(&checkout_id));
+    let request = PaymentRequest {
+        payment_method: "pm_card_visa".to_owned(),
+        shipping_address: ShippingAddress {
+            name: "B".into(),
+            line1: "2 Other Rd".into(),
+            city: "Leeds".into(),
+            postal_code: "LS1".into(),
+            country: "GB".into(),
+        },
+    };
+    let options = WorkflowExecuteUpdateOptions::builder().update_id("another-payment".to_owned()).build();
+    match handle.execute_update(CheckoutWorkflow::submit_payment, request, options).await {
+        Ok(PaymentOutcome::Paid { order }) => assert_eq!(order.order_id, a.body["orderId"].as_str().unwrap()),
+        // the workflow may have closed already: then there is nothing to pay
+        Err(temporalio_client::errors::WorkflowUpdateError::NotFound(_)) => {}
+        other => panic!("unexpected answer to a second payment: {other:?}"),
+    }
+    assert_eq!(count(db, "SELECT COUNT(*) AS n FROM payments").await, 1);
     // after it completed, the same key still answers with the same checkout
     let again = shop.checkout(&token, Some("order-attempt-1")).await;
     assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
@@ -366,9 +390,62 @@ async fn committed_checkout_histories_replay_with_the_current_code() {
     let directory = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/histories");
     let options = WorkflowReplayerOptions::new().register_workflow::<CheckoutWorkflow>().expect("register").build();
     let replayer = WorkflowReplayer::new(options).expect("replayer");
-    for name in ["checkout_completed", "checkout_declined", "checkout_cancelled", "checkout_expired"] {
+    for name in ["checkout_completed", "checkout_declined", "checkout_cancelled", "checkout_expired", "checkout_refunded"] {
         let bytes = std::fs::read(format!("{directory}/{name}.json")).unwrap_or_else(|_| panic!("tests/histories/{name}.json is committed"));
         let history = WorkflowHistory::from_json(&bytes).expect("SDK history JSON");
         replayer.replay_workflow(history).await.unwrap_or_else(|e| panic!("{name} does not replay: {e}"));
     }
+}
+
+#[tokio::test]
+async fn a_payment_after_the_sweeper_expired_the_checkout_charges_nothing() {
+    let shop = shop(600).await;
+    let product = shop.product("SWEPT-1", 1_000, 5).await;
+    let token = shop.shopper(product, 2).await;
+    let checkout_id = id_of(&shop.checkout(&token, None).await);
+    let db = shop.app.db();
+    // the reservation ran out while the workflow was not looking (lost timer, clock skew)
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(&format!(
+        "UPDATE inventory_reservations SET expires_at = now() - interval '1 minute' WHERE owner = 'checkout:{checkout_id}'; \
+         UPDATE checkouts SET reserved_until = now() - interval '1 minute' WHERE id = '{checkout_id}'"
+    ))
+    .await
+    .unwrap();
+    let swept = emporium_entities::store::inventory::release_expired(db, 0).await.unwrap();
+    assert_eq!(swept, vec![format!("checkout:{checkout_id}")]);
+
+    let late = shop.pay(&token, &checkout_id, "pm_card_visa").await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.text);
+    assert_eq!(late.code(), "checkout_expired");
+    assert_eq!(count(db, "SELECT COUNT(*) AS n FROM sandbox_gateway_requests").await, 0, "nothing was charged");
+    assert_eq!(count(db, "SELECT COUNT(*) AS n FROM orders").await, 0);
+    assert_eq!(shop.stock(product).await, (5, 0, 0));
+}
+
+#[tokio::test]
+async fn a_charge_whose_order_cannot_be_created_is_refunded() {
+    let shop = shop(600).await;
+    let product = shop.product("LOST-1", 1_000, 5).await;
+    let token = shop.shopper(product, 2).await;
+    let checkout_id = id_of(&shop.checkout(&token, None).await);
+    let db = shop.app.db();
+    // the reservation is gone behind the workflow's back (an operator's manual fix, say)
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(&format!(
+        "UPDATE inventory SET available = available + 2, reserved = reserved - 2 WHERE product_id = {product}; \
+         UPDATE inventory_reservations SET status = 'RELEASED' WHERE owner = 'checkout:{checkout_id}'"
+    ))
+    .await
+    .unwrap();
+
+    let paid = shop.pay(&token, &checkout_id, "pm_card_visa").await;
+    assert_eq!(paid.status, StatusCode::PAYMENT_REQUIRED, "{}", paid.text);
+    assert_eq!(paid.code(), "payment_failed");
+    assert_eq!(paid.body["details"]["reason"], "reservation_lost");
+    shop.finished(&checkout_id, "checkout_refunded").await;
+    assert_eq!(count(db, "SELECT COUNT(*) AS n FROM orders").await, 0, "no order without stock");
+    assert_eq!(count(db, "SELECT COUNT(*) AS n FROM payments WHERE status = 'REFUNDED' AND refunded_minor = amount_minor").await, 1);
+    assert_eq!(count(db, "SELECT COUNT(*) AS n FROM refunds WHERE status = 'COMPLETED'").await, 1);
+    assert_eq!(shop.stock(product).await, (5, 0, 0));
 }

@@ -6,7 +6,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use uuid::Uuid;
 
 use emporium_entities::store::{checkouts, payments};
-use emporium_workflows::checkout::contract::{ChargeInput, ChargeResult, RefundInput};
+use emporium_workflows::checkout::contract::{ChargeInput, ChargeResult, RESERVATION_LOST, RefundInput};
 
 use super::{ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest};
 use crate::business_failure;
@@ -29,7 +29,12 @@ impl PaymentActivities {
     #[activity]
     pub async fn charge_payment(self: Arc<Self>, _ctx: ActivityContext, input: ChargeInput) -> Result<ChargeResult, ActivityError> {
         let checkout_id = Uuid::parse_str(&input.checkout_id).map_err(|e| business_failure("invalid_input", e.to_string(), None::<()>))?;
-        checkouts::set_status(&self.db, checkout_id, "PAYING", None).await?;
+        let payment_exists = payments::find_by_key(&self.db, &input.idempotency_key).await?.is_some();
+        // The sweeper and this step serialise on the checkout's status: once it has expired the
+        // stock may be sold to someone else, so there must be no charge.
+        if !payment_exists && !checkouts::start_paying(&self.db, checkout_id).await? {
+            return Err(business_failure(RESERVATION_LOST, "the checkout no longer holds its stock".to_owned(), None::<()>));
+        }
         let payment = payments::begin_charge(
             &self.db,
             &input.idempotency_key,

@@ -3,7 +3,7 @@
 //! fails transiently on its first two attempts and then succeeds, and a repeated idempotency
 //! key returns the first result without charging again.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, FromQueryResult, Statement, TransactionTrait, Value};
 use uuid::Uuid;
 
 use super::{ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest};
@@ -20,8 +20,9 @@ impl SandboxGateway {
         Self { db }
     }
 
-    /// Records one more attempt under `key` and returns the request as stored.
-    async fn attempt(&self, key: &str, operation: &str, method: Option<&str>, amount: i64, currency: &str) -> Result<Recorded, GatewayError> {
+    /// Records one more attempt under `key` (locking its row until `tx` ends, so concurrent
+    /// requests with one key are answered one after the other) and returns the request.
+    async fn attempt(&self, tx: &DatabaseTransaction, key: &str, operation: &str, method: Option<&str>, amount: i64, currency: &str) -> Result<Recorded, GatewayError> {
         let stmt = Statement::from_sql_and_values(
             DbBackend::Postgres,
             "INSERT INTO sandbox_gateway_requests (idempotency_key, operation, payment_method, amount_minor, currency, attempts) \
@@ -31,22 +32,21 @@ impl SandboxGateway {
             [key.into(), operation.into(), method.map(str::to_owned).into(), amount.into(), currency.into()],
         );
         Recorded::find_by_statement(stmt)
-            .one(&self.db)
+            .one(tx)
             .await
-            .map_err(|e| GatewayError::Transient(format!("sandbox ledger: {e}")))?
+            .map_err(ledger)?
             .ok_or_else(|| GatewayError::Transient("sandbox ledger returned no row".to_owned()))
     }
 
-    async fn settle(&self, key: &str, outcome: &str, reference: Option<&str>) -> Result<(), GatewayError> {
+    async fn settle(&self, tx: &DatabaseTransaction, key: &str, outcome: &str, reference: Option<&str>) -> Result<(), GatewayError> {
         let values: Vec<Value> = vec![key.into(), outcome.into(), reference.map(str::to_owned).into()];
-        self.db
-            .execute_raw(Statement::from_sql_and_values(
+        tx.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "UPDATE sandbox_gateway_requests SET outcome = $2, reference = $3, updated_at = now() WHERE idempotency_key = $1",
                 values,
             ))
             .await
-            .map_err(|e| GatewayError::Transient(format!("sandbox ledger: {e}")))?;
+            .map_err(ledger)?;
         Ok(())
     }
 }
@@ -71,8 +71,37 @@ impl PaymentGateway for SandboxGateway {
     }
 
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
+        let tx = self.db.begin().await.map_err(ledger)?;
+        let outcome = self.charge_in(&tx, request).await;
+        // the attempt is counted even when it fails transiently
+        tx.commit().await.map_err(ledger)?;
+        outcome
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
+        let tx = self.db.begin().await.map_err(ledger)?;
+        let recorded = self.attempt(&tx, &request.idempotency_key, "refund", None, request.amount_minor, &request.currency).await?;
+        let reference = match (recorded.outcome.as_deref(), recorded.reference) {
+            (Some("succeeded"), Some(reference)) => reference,
+            _ => {
+                let reference = format!("re_sandbox_{}", Uuid::new_v4().simple());
+                self.settle(&tx, &request.idempotency_key, "succeeded", Some(&reference)).await?;
+                reference
+            }
+        };
+        tx.commit().await.map_err(ledger)?;
+        Ok(reference)
+    }
+}
+
+fn ledger(err: sea_orm::DbErr) -> GatewayError {
+    GatewayError::Transient(format!("sandbox ledger: {err}"))
+}
+
+impl SandboxGateway {
+    async fn charge_in(&self, tx: &DatabaseTransaction, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
         let recorded = self
-            .attempt(&request.idempotency_key, "charge", Some(&request.payment_method), request.amount_minor, &request.currency)
+            .attempt(tx, &request.idempotency_key, "charge", Some(&request.payment_method), request.amount_minor, &request.currency)
             .await?;
         // Stripe refuses a key reused for a different request.
         if recorded.operation != "charge"
@@ -90,7 +119,7 @@ impl PaymentGateway for SandboxGateway {
         }
         match request.payment_method.as_str() {
             "pm_card_chargeDeclined" => {
-                self.settle(&request.idempotency_key, "declined", None).await?;
+                self.settle(tx, &request.idempotency_key, "declined", None).await?;
                 Ok(ChargeOutcome::Declined { code: DECLINED_CODE.to_owned(), message: DECLINED_MESSAGE.to_owned() })
             }
             "pm_card_processingError" if recorded.attempts <= PROCESSING_ERROR_ATTEMPTS => Err(GatewayError::Transient(
@@ -98,26 +127,16 @@ impl PaymentGateway for SandboxGateway {
             )),
             "pm_card_visa" | "pm_card_mastercard" | "pm_card_processingError" => {
                 let reference = format!("ch_sandbox_{}", Uuid::new_v4().simple());
-                self.settle(&request.idempotency_key, "succeeded", Some(&reference)).await?;
+                self.settle(tx, &request.idempotency_key, "succeeded", Some(&reference)).await?;
                 Ok(ChargeOutcome::Succeeded { reference })
             }
             _ => {
-                self.settle(&request.idempotency_key, "declined", None).await?;
+                self.settle(tx, &request.idempotency_key, "declined", None).await?;
                 Ok(ChargeOutcome::Declined {
                     code: "payment_method_invalid".to_owned(),
                     message: format!("No such payment method: {}", request.payment_method),
                 })
             }
         }
-    }
-
-    async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
-        let recorded = self.attempt(&request.idempotency_key, "refund", None, request.amount_minor, &request.currency).await?;
-        if let (Some("succeeded"), Some(reference)) = (recorded.outcome.as_deref(), recorded.reference) {
-            return Ok(reference);
-        }
-        let reference = format!("re_sandbox_{}", Uuid::new_v4().simple());
-        self.settle(&request.idempotency_key, "succeeded", Some(&reference)).await?;
-        Ok(reference)
     }
 }

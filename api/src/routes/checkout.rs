@@ -85,6 +85,16 @@ struct Checkout {
     failure: Option<String>,
 }
 
+/// A failure as clients may see it: machine codes (`card_declined`) pass, anything else (an
+/// internal message) becomes `internal_error`; operators find the detail in the workflow.
+fn public_failure(failure: String) -> String {
+    if !failure.is_empty() && failure.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        failure
+    } else {
+        "internal_error".to_owned()
+    }
+}
+
 fn money(amount: i64, currency: &str) -> Money {
     Money { amount, currency: currency.to_owned() }
 }
@@ -115,7 +125,7 @@ impl From<CheckoutView> for Checkout {
             },
             reserved_until: Utc.timestamp_millis_opt(view.reserved_until_ms as i64).single().unwrap_or_default(),
             order_id: view.order.map(|o| o.order_id),
-            failure: view.failure,
+            failure: view.failure.map(public_failure),
         }
     }
 }
@@ -273,7 +283,7 @@ impl CheckoutApi {
             PaymentOutcome::Failed { reason } => Err(ApiError::with_details(
                 ErrorCode::PaymentFailed,
                 "the payment could not be taken; the stock was released",
-                Some(serde_json::json!({ "reason": reason })),
+                Some(serde_json::json!({ "reason": public_failure(reason) })),
             )),
             PaymentOutcome::Expired => Err(ApiError::new(ErrorCode::CheckoutExpired, "the reservation expired; start a new checkout")),
             PaymentOutcome::Cancelled => Err(ApiError::new(ErrorCode::CheckoutCancelled, "the checkout was cancelled")),

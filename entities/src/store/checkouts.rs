@@ -77,3 +77,29 @@ pub async fn complete<C: ConnectionTrait>(db: &C, id: Uuid, order_id: Uuid) -> R
     .await?;
     Ok(())
 }
+
+/// Serialises work on one checkout for the rest of the caller's transaction (works before the
+/// checkout row exists).
+pub async fn lock_id<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<(), StoreError> {
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        [id.to_string().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Moves an AWAITING_PAYMENT checkout to PAYING (a retry finds it PAYING already). `false`
+/// when the checkout is no longer waiting (expired by the sweeper, say): it must not be charged.
+pub async fn start_paying<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<bool, StoreError> {
+    let moved = db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE checkouts SET status = 'PAYING', updated_at = now() WHERE id = $1 AND status IN ('AWAITING_PAYMENT', 'PAYING')",
+            [id.into()],
+        ))
+        .await?
+        .rows_affected();
+    Ok(moved == 1)
+}

@@ -151,19 +151,21 @@ pub async fn confirm_reservations(tx: &DatabaseTransaction, owner: &str, lines: 
     Ok(true)
 }
 
-/// Releases reservations that expired more than `grace_secs` ago and whose owner is not in
-/// the middle of paying (a checkout in PAYING may still turn them into a sale). Each owner
-/// is released in its own transaction. Returns the owners released.
+/// How long past its expiry a reservation of a checkout that is being paid is left alone: the
+/// charge may still succeed. After that it counts as abandoned too (a charge that succeeds even
+/// later finds the stock gone and is refunded).
+const PAYING_PATIENCE_SECS: i64 = 15 * 60;
+
+/// Releases reservations that expired more than `grace_secs` ago and whose owner stopped
+/// waiting. Each owner is released in its own transaction, under the same lock as the charge
+/// step, so a checkout is either charged or released, never both. Returns the owners released.
 pub async fn release_expired<C: TransactionTrait<Transaction = DatabaseTransaction> + ConnectionTrait>(
     db: &C,
     grace_secs: i64,
 ) -> Result<Vec<String>, StoreError> {
     let owners: Vec<String> = db
         .query_all_raw(stmt(
-            "SELECT DISTINCT r.owner FROM inventory_reservations r \
-             LEFT JOIN checkouts c ON r.owner = 'checkout:' || c.id::text \
-             WHERE r.status = 'RESERVED' AND r.expires_at < now() - make_interval(secs => $1) \
-             AND (c.status IS NULL OR c.status <> 'PAYING') ORDER BY r.owner LIMIT 500",
+            "SELECT DISTINCT owner FROM inventory_reservations              WHERE status = 'RESERVED' AND expires_at < now() - make_interval(secs => $1) ORDER BY owner LIMIT 500",
             vec![(grace_secs as f64).into()],
         ))
         .await?
@@ -173,16 +175,34 @@ pub async fn release_expired<C: TransactionTrait<Transaction = DatabaseTransacti
     let mut released = Vec::new();
     for owner in owners {
         let tx = db.begin().await?;
+        let checkout_id = owner.strip_prefix("checkout:").and_then(|id| Uuid::parse_str(id).ok());
+        if let Some(checkout_id) = checkout_id {
+            // Locks the checkout row whatever its status: the charge step waits for this
+            // transaction and then finds the checkout expired, or this one skips a checkout
+            // that is being paid.
+            let paying = tx
+                .query_one_raw(stmt(
+                    "SELECT status = 'PAYING' AND reserved_until > now() - make_interval(secs => $2) AS paying \
+                     FROM checkouts WHERE id = $1 FOR UPDATE",
+                    vec![checkout_id.into(), (PAYING_PATIENCE_SECS as f64).into()],
+                ))
+                .await?
+                .map(|row| row.try_get::<bool>("", "paying"))
+                .transpose()?
+                .unwrap_or(false);
+            if paying {
+                tx.rollback().await?;
+                continue;
+            }
+            tx.execute_raw(stmt(
+                "UPDATE checkouts SET status = 'EXPIRED', updated_at = now() \
+                 WHERE id = $1 AND status IN ('AWAITING_PAYMENT', 'PAYING')",
+                vec![checkout_id.into()],
+            ))
+            .await?;
+        }
         // re-checked under lock: a sale may have confirmed them meanwhile
         if release_reservations(&tx, &owner).await? > 0 {
-            if let Some(checkout_id) = owner.strip_prefix("checkout:") {
-                tx.execute_raw(stmt(
-                    "UPDATE checkouts SET status = 'EXPIRED', updated_at = now() \
-                     WHERE id::text = $1 AND status IN ('AWAITING_PAYMENT', 'RESERVED')",
-                    vec![checkout_id.into()],
-                ))
-                .await?;
-            }
             released.push(owner);
         }
         tx.commit().await?;

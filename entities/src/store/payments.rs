@@ -48,6 +48,12 @@ pub async fn begin_charge<C: ConnectionTrait>(
         .ok_or(StoreError::NotFound)
 }
 
+pub async fn find_by_key<C: ConnectionTrait>(db: &C, idempotency_key: &str) -> Result<Option<Payment>, StoreError> {
+    Ok(Payment::find_by_statement(stmt(&format!("SELECT {COLUMNS} FROM payments WHERE idempotency_key = $1"), vec![idempotency_key.into()]))
+        .one(db)
+        .await?)
+}
+
 pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<Payment>, StoreError> {
     Ok(Payment::find_by_statement(stmt(&format!("SELECT {COLUMNS} FROM payments WHERE id = $1"), vec![id.into()]))
         .one(db)

@@ -1,7 +1,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use futures::FutureExt;
-use temporalio_common::{ActivityCloseTimeouts, RetryPolicy, error::IncomingError};
+use temporalio_common::{RetryPolicy, error::IncomingError};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, LocalActivityOptions, SyncWorkflowContext, WorkflowContext,
@@ -28,7 +28,8 @@ pub struct CheckoutWorkflow {
 fn database_step() -> LocalActivityOptions {
     LocalActivityOptions::builder()
         .start_to_close_timeout(Duration::from_secs(15))
-        .schedule_to_close_timeout(Duration::from_secs(600))
+        // no overall limit: giving up after a commit whose answer was lost would undo a sale
+        .schedule_to_close_timeout(Duration::from_secs(365 * 24 * 3600))
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_millis(200))
@@ -40,13 +41,12 @@ fn database_step() -> LocalActivityOptions {
         .build()
 }
 
-/// The charge talks to the payment provider: a real activity with backoff. Its idempotency key
-/// makes every retry the same charge.
+/// The charge talks to the payment provider: a real activity, retried with backoff until the
+/// provider answers (declines are answers). No overall limit: giving up while the provider may
+/// have charged would leave money without an order; the idempotency key makes every retry the
+/// same charge.
 fn charge_step() -> ActivityOptions {
-    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
-        schedule_to_close: Duration::from_secs(300),
-        start_to_close: Duration::from_secs(30),
-    })
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_millis(500))
@@ -134,6 +134,20 @@ impl CheckoutWorkflow {
         });
         let mut saga = Saga::default();
 
+        // Recorded before reserving: a reserve whose answer was lost may still hold stock, and
+        // releasing stock that is not held changes nothing.
+        let release_ctx = ctx.clone();
+        let release_owner = owner.clone();
+        let checkout_id = input.checkout_id.clone();
+        saga.push(
+            "release_stock",
+            async move {
+                let (stage, failure) = release_ctx.state(|s| (s.view.stage, s.view.failure.clone()));
+                let input = ReleaseInput { checkout_id, owner: release_owner, stage, failure };
+                release_ctx.execute_local_activity(ReleaseStock, input, database_step()).await.map_err(|e| e.to_string())
+            }
+            .boxed_local(),
+        );
         // 1–2. price the cart and reserve every line, all or nothing
         let reserve = ReserveCheckoutInput {
             checkout_id: input.checkout_id.clone(),
@@ -158,24 +172,18 @@ impl CheckoutWorkflow {
                 return Self::finish(ctx).await;
             }
         }
-        let release_ctx = ctx.clone();
-        let release_owner = owner.clone();
-        let checkout_id = input.checkout_id.clone();
-        saga.push(
-            "release_stock",
-            async move {
-                let (stage, failure) = release_ctx.state(|s| (s.view.stage, s.view.failure.clone()));
-                let input = ReleaseInput { checkout_id, owner: release_owner, stage, failure };
-                release_ctx.execute_local_activity(ReleaseStock, input, database_step()).await.map_err(|e| e.to_string())
-            }
-            .boxed_local(),
-        );
         set_stage(ctx, CheckoutStage::AwaitingPayment);
 
         // 3. whichever comes first: payment, cancellation, or the reservation running out
-        let timeout = Duration::from_secs(input.reservation_timeout_secs);
+        let now_ms = ctx.workflow_time().unwrap_or(UNIX_EPOCH).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let timeout = Duration::from_millis(reserved_until_ms.saturating_sub(now_ms).max(1));
+        // A Temporal cancellation of the workflow counts as the shopper cancelling: the stock
+        // still has to go back.
         let expired = select! {
-            woke = ctx.wait_condition(|s| s.payment.is_some() || s.cancel_requested) => { woke?; false }
+            woke = ctx.wait_condition(|s| s.payment.is_some() || s.cancel_requested) => {
+                if woke.is_err() { ctx.state_mut(|s| s.cancel_requested = true); }
+                false
+            }
             _ = ctx.timer(timeout) => true,
         };
         let payment = ctx.state(|s| s.payment.clone());
@@ -210,8 +218,13 @@ impl CheckoutWorkflow {
             }
             Err(err) => {
                 let (reason, _) = failure_of(&err);
-                let outcome = PaymentOutcome::Failed { reason: reason.clone() };
-                abandon(ctx, &mut saga, CheckoutStage::Failed, outcome, Some(reason)).await;
+                if reason == RESERVATION_LOST {
+                    // the sweeper ended the reservation just before the charge: nothing charged
+                    abandon(ctx, &mut saga, CheckoutStage::Expired, PaymentOutcome::Expired, None).await;
+                } else {
+                    let outcome = PaymentOutcome::Failed { reason: reason.clone() };
+                    abandon(ctx, &mut saga, CheckoutStage::Failed, outcome, Some(reason)).await;
+                }
                 return Self::finish(ctx).await;
             }
         };
