@@ -53,6 +53,31 @@ impl CheckoutActivities {
     /// Implements `ReserveCheckout`.
     #[activity]
     pub async fn reserve_checkout(self: Arc<Self>, _ctx: ActivityContext, input: ReserveCheckoutInput) -> Result<ReservedCheckout, ActivityError> {
+        self.reserve_checkout_now(input).await
+    }
+
+    /// Implements `ReleaseStock`.
+    #[activity]
+    pub async fn release_stock(self: Arc<Self>, _ctx: ActivityContext, input: ReleaseInput) -> Result<(), ActivityError> {
+        self.release_stock_now(input).await
+    }
+
+    /// Implements `CreateOrder`.
+    #[activity]
+    pub async fn create_order(self: Arc<Self>, _ctx: ActivityContext, input: CreateOrderInput) -> Result<OrderPlaced, ActivityError> {
+        self.create_order_now(input).await
+    }
+
+    /// Implements `SendOrderConfirmation`.
+    #[activity]
+    pub async fn send_order_confirmation(self: Arc<Self>, _ctx: ActivityContext, input: OrderConfirmationInput) -> Result<(), ActivityError> {
+        self.send_order_confirmation_now(input).await
+    }
+}
+
+impl CheckoutActivities {
+    /// The work of `reserve_checkout`, callable without Temporal (the benchmark runs the saga this way).
+    pub async fn reserve_checkout_now(&self, input: ReserveCheckoutInput) -> Result<ReservedCheckout, ActivityError> {
         let checkout_id = parse_id(&input.checkout_id)?;
         let user_id = parse_id(&input.user_id)?;
         let tx = self.db.begin().await?;
@@ -121,9 +146,8 @@ impl CheckoutActivities {
         Ok(ReservedCheckout { lines, totals })
     }
 
-    /// Implements `ReleaseStock`.
-    #[activity]
-    pub async fn release_stock(self: Arc<Self>, _ctx: ActivityContext, input: ReleaseInput) -> Result<(), ActivityError> {
+    /// The work of `release_stock`, callable without Temporal (the benchmark runs the saga this way).
+    pub async fn release_stock_now(&self, input: ReleaseInput) -> Result<(), ActivityError> {
         let checkout_id = parse_id(&input.checkout_id)?;
         let tx = self.db.begin().await?;
         let units = inventory::release_reservations(&tx, &input.owner).await?;
@@ -133,9 +157,8 @@ impl CheckoutActivities {
         Ok(())
     }
 
-    /// Implements `CreateOrder`.
-    #[activity]
-    pub async fn create_order(self: Arc<Self>, _ctx: ActivityContext, input: CreateOrderInput) -> Result<OrderPlaced, ActivityError> {
+    /// The work of `create_order`, callable without Temporal (the benchmark runs the saga this way).
+    pub async fn create_order_now(&self, input: CreateOrderInput) -> Result<OrderPlaced, ActivityError> {
         let checkout_id = parse_id(&input.checkout_id)?;
         let user_id = parse_id(&input.user_id)?;
         let payment_id = parse_id(&input.payment_id)?;
@@ -184,9 +207,8 @@ impl CheckoutActivities {
     }
 
     /// Implements `SendOrderConfirmation`: queues the notification (delivered by the
-    /// notifications worker) and logs it.
-    #[activity]
-    pub async fn send_order_confirmation(self: Arc<Self>, _ctx: ActivityContext, input: OrderConfirmationInput) -> Result<(), ActivityError> {
+    /// The work of `send_order_confirmation`, callable without Temporal (the benchmark runs the saga this way).
+    pub async fn send_order_confirmation_now(&self, input: OrderConfirmationInput) -> Result<(), ActivityError> {
         let order_id = parse_id(&input.order_id)?;
         let user_id = parse_id(&input.user_id)?;
         emporium_entities::store::notifications::enqueue(

@@ -28,6 +28,19 @@ impl PaymentActivities {
     /// Implements `ChargePayment`.
     #[activity]
     pub async fn charge_payment(self: Arc<Self>, _ctx: ActivityContext, input: ChargeInput) -> Result<ChargeResult, ActivityError> {
+        self.charge_payment_now(input).await
+    }
+
+    /// Implements `RefundPayment`.
+    #[activity]
+    pub async fn refund_payment(self: Arc<Self>, _ctx: ActivityContext, input: RefundInput) -> Result<(), ActivityError> {
+        self.refund_payment_now(input).await
+    }
+}
+
+impl PaymentActivities {
+    /// The work of `charge_payment`, callable without Temporal (the benchmark runs the saga this way).
+    pub async fn charge_payment_now(&self, input: ChargeInput) -> Result<ChargeResult, ActivityError> {
         let checkout_id = Uuid::parse_str(&input.checkout_id).map_err(|e| business_failure("invalid_input", e.to_string(), None::<()>))?;
         let payment_exists = payments::find_by_key(&self.db, &input.idempotency_key).await?.is_some();
         // The sweeper and this step serialise on the checkout's status: once it has expired the
@@ -83,9 +96,8 @@ impl PaymentActivities {
         }
     }
 
-    /// Implements `RefundPayment`: refunds what is left of a completed payment.
-    #[activity]
-    pub async fn refund_payment(self: Arc<Self>, _ctx: ActivityContext, input: RefundInput) -> Result<(), ActivityError> {
+    /// The work of `refund_payment`, callable without Temporal (the benchmark runs the saga this way).
+    pub async fn refund_payment_now(&self, input: RefundInput) -> Result<(), ActivityError> {
         let payment_id = Uuid::parse_str(&input.payment_id).map_err(|e| business_failure("invalid_input", e.to_string(), None::<()>))?;
         let Some(payment) = payments::find(&self.db, payment_id).await? else {
             return Err(business_failure("payment_not_found", format!("payment {payment_id} does not exist"), None::<()>));
