@@ -33,10 +33,28 @@ struct Reservation {
     quantity: i32,
 }
 
-const STOCK_RETURNING: &str = "RETURNING product_id, available, reserved, sold, version";
-
-async fn stock_changed(tx: &DatabaseTransaction, level: &StockLevel) -> Result<(), StoreError> {
-    outbox::append(tx, "product", level.product_id, OutboxKind::StockChanged, level).await.map(|_| ())
+/// Moves units of one product between available, reserved and sold (the deltas sum to zero, so
+/// units stocked never change here) and tells the outbox. With `require_available`, only if at
+/// least that many units are available; `None` when they are not.
+async fn move_stock(
+    tx: &DatabaseTransaction,
+    product_id: i64,
+    (available, reserved, sold): (i32, i32, i32),
+    require_available: Option<i32>,
+) -> Result<Option<StockLevel>, StoreError> {
+    debug_assert_eq!(available + reserved + sold, 0, "stock moves conserve units");
+    let level = StockLevel::find_by_statement(stmt(
+        "UPDATE inventory SET available = available + $2, reserved = reserved + $3, sold = sold + $4, \
+         version = version + 1, updated_at = now() WHERE product_id = $1 AND available >= $5 \
+         RETURNING product_id, available, reserved, sold, version",
+        vec![product_id.into(), available.into(), reserved.into(), sold.into(), require_available.unwrap_or(i32::MIN).into()],
+    ))
+    .one(tx)
+    .await?;
+    if let Some(level) = &level {
+        outbox::append(tx, "product", level.product_id, OutboxKind::StockChanged, level).await?;
+    }
+    Ok(level)
 }
 
 /// Reserves every line for `owner` inside `tx`, lines in product-id order so two reservations
@@ -51,24 +69,15 @@ pub async fn reserve_lines(
     lines.sort_by_key(|l| l.product_id);
     let mut shortfalls = Vec::new();
     for line in lines {
-        let level = StockLevel::find_by_statement(stmt(
-            &format!(
-                "UPDATE inventory SET available = available - $2, reserved = reserved + $2, version = version + 1, \
-                 updated_at = now() WHERE product_id = $1 AND available >= $2 {STOCK_RETURNING}"
-            ),
-            vec![line.product_id.into(), line.quantity.into()],
-        ))
-        .one(tx)
-        .await?;
-        match level {
-            Some(level) => {
+        let moved = move_stock(tx, line.product_id, (-line.quantity, line.quantity, 0), Some(line.quantity)).await?;
+        match moved {
+            Some(_) => {
                 tx.execute_raw(stmt(
                     "INSERT INTO inventory_reservations (id, product_id, owner, quantity, status, expires_at) \
                      VALUES ($1, $2, $3, $4, 'RESERVED', $5)",
                     vec![Uuid::now_v7().into(), line.product_id.into(), owner.into(), line.quantity.into(), expires_at.into()],
                 ))
                 .await?;
-                stock_changed(tx, &level).await?;
             }
             None => {
                 let available = tx
@@ -98,17 +107,8 @@ pub async fn release_reservations(tx: &DatabaseTransaction, owner: &str) -> Resu
     held.sort_by_key(|r| r.product_id);
     let mut units = 0;
     for reservation in held {
-        let level = StockLevel::find_by_statement(stmt(
-            &format!(
-                "UPDATE inventory SET available = available + $2, reserved = reserved - $2, version = version + 1, \
-                 updated_at = now() WHERE product_id = $1 {STOCK_RETURNING}"
-            ),
-            vec![reservation.product_id.into(), reservation.quantity.into()],
-        ))
-        .one(tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        stock_changed(tx, &level).await?;
+        let q = reservation.quantity;
+        move_stock(tx, reservation.product_id, (q, -q, 0), None).await?.ok_or(StoreError::NotFound)?;
         units += i64::from(reservation.quantity);
     }
     Ok(units)
@@ -131,17 +131,8 @@ pub async fn confirm_reservations(tx: &DatabaseTransaction, owner: &str, lines: 
         return Ok(false);
     }
     for reservation in held {
-        let level = StockLevel::find_by_statement(stmt(
-            &format!(
-                "UPDATE inventory SET reserved = reserved - $2, sold = sold + $2, version = version + 1, \
-                 updated_at = now() WHERE product_id = $1 {STOCK_RETURNING}"
-            ),
-            vec![reservation.product_id.into(), reservation.quantity.into()],
-        ))
-        .one(tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        stock_changed(tx, &level).await?;
+        let q = reservation.quantity;
+        move_stock(tx, reservation.product_id, (0, -q, q), None).await?.ok_or(StoreError::NotFound)?;
     }
     tx.execute_raw(stmt(
         "UPDATE inventory_reservations SET status = 'CONFIRMED', updated_at = now() WHERE owner = $1 AND status = 'RESERVED'",
