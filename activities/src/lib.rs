@@ -9,7 +9,7 @@ pub mod system;
 
 pub use checkout::CheckoutActivities;
 pub use inventory::InventoryActivities;
-pub use payment::{PaymentActivities, PaymentGateway, SandboxGateway};
+pub use payment::{PaymentActivities, PaymentGateway, SandboxGateway, StripeGateway};
 pub use system::SystemActivities;
 
 use serde::Serialize;

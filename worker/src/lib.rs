@@ -10,7 +10,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use url::Url;
 
 use emporium_activities::{
-    CheckoutActivities, InventoryActivities, PaymentActivities, PaymentGateway, SandboxGateway, SystemActivities,
+    CheckoutActivities, InventoryActivities, PaymentActivities, PaymentGateway, SandboxGateway, StripeGateway, SystemActivities,
 };
 use emporium_workflows::{
     checkout::CheckoutWorkflow,
@@ -68,6 +68,36 @@ impl WorkerDependencies {
     pub fn sandbox(db: DatabaseConnection) -> Self {
         Self { gateway: Arc::new(SandboxGateway::new(db.clone())), db }
     }
+
+    /// The payment gateway the environment chooses (see `stripe_gateway_from`): Stripe when
+    /// `STRIPE_SECRET_KEY` is set, else the sandbox.
+    pub fn from_env(db: DatabaseConnection) -> anyhow::Result<Self> {
+        match stripe_gateway_from(|name| std::env::var(name).ok())? {
+            Some(stripe) => {
+                tracing::info!(api_base = stripe.api_base(), "payments go to Stripe");
+                Ok(Self { gateway: Arc::new(stripe), db })
+            }
+            None => {
+                tracing::info!("STRIPE_SECRET_KEY is not set: payments go to the sandbox gateway");
+                Ok(Self::sandbox(db))
+            }
+        }
+    }
+}
+
+/// A Stripe gateway when `STRIPE_SECRET_KEY` is set (`STRIPE_API_BASE` overrides
+/// `https://api.stripe.com`), `None` when it is not. A key that is set but blank is an error
+/// rather than a silent fall-back to the sandbox. Errors never contain the key.
+pub fn stripe_gateway_from(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<StripeGateway>> {
+    let Some(secret_key) = var("STRIPE_SECRET_KEY") else {
+        return Ok(None);
+    };
+    anyhow::ensure!(!secret_key.trim().is_empty(), "STRIPE_SECRET_KEY is set but empty");
+    let mut builder = StripeGateway::builder(secret_key);
+    if let Some(api_base) = var("STRIPE_API_BASE").filter(|base| !base.trim().is_empty()) {
+        builder = builder.api_base(api_base);
+    }
+    builder.build().context("invalid Stripe settings (STRIPE_SECRET_KEY, STRIPE_API_BASE)").map(Some)
 }
 
 /// The worker options with every workflow and activity of the store registered.
@@ -110,5 +140,38 @@ pub async fn ensure_sweeper_schedule(client: &Client, task_queue: &str) -> anyho
         Ok(_) => Ok(true),
         Err(ScheduleError::Rpc(status)) if status.code() == temporalio_client::tonic::Code::AlreadyExists => Ok(false),
         Err(err) => Err(anyhow::Error::new(err).context("failed to create the reservation sweeper schedule")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn the_sandbox_is_used_without_a_stripe_key() {
+        assert!(stripe_gateway_from(env(&[("STRIPE_API_BASE", "http://127.0.0.1:9")])).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_stripe_key_selects_stripe_with_an_optional_api_base() {
+        let stripe = stripe_gateway_from(env(&[("STRIPE_SECRET_KEY", "sk_test_123")])).unwrap().expect("stripe");
+        assert_eq!(stripe.api_base(), "https://api.stripe.com/");
+        assert_eq!(stripe.name(), "stripe");
+        let local = stripe_gateway_from(env(&[("STRIPE_SECRET_KEY", "sk_test_123"), ("STRIPE_API_BASE", "http://127.0.0.1:12111")]))
+            .unwrap()
+            .expect("stripe");
+        assert_eq!(local.api_base(), "http://127.0.0.1:12111/");
+    }
+
+    #[test]
+    fn a_blank_key_or_a_bad_base_is_an_error_that_does_not_show_the_key() {
+        assert!(stripe_gateway_from(env(&[("STRIPE_SECRET_KEY", "  ")])).is_err());
+        let err = stripe_gateway_from(env(&[("STRIPE_SECRET_KEY", "sk_test_secret_value"), ("STRIPE_API_BASE", "ftp://x")])).unwrap_err();
+        assert!(!format!("{err:?}").contains("sk_test_secret_value"), "{err:?}");
     }
 }

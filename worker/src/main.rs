@@ -21,12 +21,13 @@ async fn run() -> anyhow::Result<()> {
     let db = emporium_entities::db::connect_and_migrate(&config.database_url, 10)
         .await
         .with_context(|| format!("failed to open {}", emporium_entities::db::redact(&config.database_url)))?;
+    let deps = WorkerDependencies::from_env(db)?;
     let client = connect_temporal(&config.temporal_address, &config.temporal_namespace, "emporium-worker").await?;
     if ensure_sweeper_schedule(&client, &config.task_queue).await? {
         tracing::info!("reservation sweeper scheduled");
     }
     let runtime = Runtime::from_current_tokio(Default::default())?;
-    let mut worker = build_worker(&runtime, client, &config.task_queue, WorkerDependencies::sandbox(db))?;
+    let mut worker = build_worker(&runtime, client, &config.task_queue, deps)?;
     let shutdown = worker.shutdown_handle();
     tracing::info!(task_queue = %config.task_queue, namespace = %config.temporal_namespace, "worker started");
     // The worker future is not Send, so it runs on this task, raced against the stop signal.

@@ -2,9 +2,11 @@
 
 mod activities;
 mod sandbox;
+mod stripe;
 
 pub use activities::PaymentActivities;
 pub use sandbox::SandboxGateway;
+pub use self::stripe::{StripeGateway, StripeGatewayBuilder};
 
 /// A charge as the provider sees it. `payment_method` is a token such as `pm_card_visa`.
 #[derive(Debug, Clone, PartialEq, Eq)]
