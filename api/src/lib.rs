@@ -76,7 +76,7 @@ impl Application {
         let state = AppState {
             carts: CartService::new(db.clone(), redis.clone(), cart_events),
             redis,
-            checkouts: Checkouts::new(temporal.clone(), config.task_queue.clone(), config.checkout_reservation),
+            checkouts: Checkouts::new(db.clone(), temporal.clone(), config.task_queue.clone(), config.checkout_reservation),
             temporal,
             tokens: TokenService::new(&config.jwt_secret, config.access_token_ttl, config.refresh_token_ttl),
             metrics: Metrics::new(),

@@ -70,8 +70,10 @@ fn refund_step() -> ActivityOptions {
         .build()
 }
 
-fn notify_step() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+/// The confirmation only queues a notification row: a short database step, tried a few times.
+fn notify_step() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(10))
         .retry_policy(RetryPolicy::builder().maximum_attempts(5).build())
         .build()
 }
@@ -268,7 +270,7 @@ impl CheckoutWorkflow {
 
         // the confirmation is best effort: its failure never undoes the order
         let notify = OrderConfirmationInput { order_id: order.order_id, user_id: input.user_id };
-        if let Err(err) = ctx.execute_activity(SendOrderConfirmation, notify, notify_step()).await {
+        if let Err(err) = ctx.execute_local_activity(SendOrderConfirmation, notify, notify_step()).await {
             let (reason, _) = failure_of(&err);
             ctx.state_mut(|s| s.view.failure = Some(format!("confirmation not sent: {reason}")));
         }
