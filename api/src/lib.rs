@@ -99,10 +99,6 @@ impl Application {
         self.port
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
     /// Serves until `shutdown` resolves, then drains in-flight requests.
     pub async fn run_until<F: Future<Output = ()> + Send>(self, shutdown: F) -> std::io::Result<()> {
         let app = routes(self.state);

@@ -32,10 +32,6 @@ impl Metrics {
         Self { registry, requests, latency }
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
         TextEncoder::new()

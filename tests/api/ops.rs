@@ -1,8 +1,8 @@
-use std::{net::TcpListener, time::Duration};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use emporium_tests::{PrivateRedis, spawn_app, spawn_app_with};
+use emporium_tests::{PrivateRedis, free_port, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn healthz_answers_and_readyz_is_ready_when_everything_is_up() {
@@ -16,10 +16,6 @@ async fn healthz_answers_and_readyz_is_ready_when_everything_is_up() {
     assert_eq!(ready.body["checks"]["postgres"], "up");
     assert_eq!(ready.body["checks"]["redis"], "up");
     assert_eq!(ready.body["checks"]["temporal"], "up");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn eventually_status(app: &emporium_tests::TestApp, want: StatusCode) -> emporium_tests::TestResponse {

@@ -227,15 +227,6 @@ pub struct StockLevel {
     pub version: i64,
 }
 
-pub async fn get_stock<C: ConnectionTrait>(db: &C, product_id: i64) -> Result<Option<StockLevel>, StoreError> {
-    Ok(StockLevel::find_by_statement(stmt(
-        "SELECT product_id, available, reserved, sold, version FROM inventory WHERE product_id = $1",
-        vec![product_id.into()],
-    ))
-    .one(db)
-    .await?)
-}
-
 /// Sets the units available for sale (a stock count or a delivery). Reserved and sold units
 /// are not touched: they belong to checkouts and orders.
 pub async fn set_available_stock(
