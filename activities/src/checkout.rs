@@ -13,7 +13,7 @@ use emporium_entities::store::{
     orders::{self, NewOrder, NewOrderItem},
 };
 use emporium_workflows::checkout::contract::{
-    CART_EMPTY, CheckoutStage, CreateOrderInput, OUT_OF_STOCK, OrderConfirmationInput, OrderPlaced, PricedLine,
+    CART_EMPTY, CheckoutStage, CreateOrderInput, OUT_OF_STOCK, OrderPlaced, PricedLine,
     RESERVATION_LOST, ReleaseInput, ReserveCheckoutInput, ReservedCheckout, Shortage, Totals,
 };
 
@@ -66,12 +66,6 @@ impl CheckoutActivities {
     #[activity]
     pub async fn create_order(self: Arc<Self>, _ctx: ActivityContext, input: CreateOrderInput) -> Result<OrderPlaced, ActivityError> {
         self.create_order_now(input).await
-    }
-
-    /// Implements `SendOrderConfirmation`.
-    #[activity]
-    pub async fn send_order_confirmation(self: Arc<Self>, _ctx: ActivityContext, input: OrderConfirmationInput) -> Result<(), ActivityError> {
-        self.send_order_confirmation_now(input).await
     }
 }
 
@@ -201,27 +195,19 @@ impl CheckoutActivities {
         let bought: Vec<(i64, i32)> = input.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
         carts::remove_bought(&tx, user_id, &bought).await?;
         checkouts::complete(&tx, checkout_id, order_id).await?;
-        tx.commit().await?;
-        tracing::info!(checkout_id = %checkout_id, order_id = %order_id, "order created");
-        Ok(OrderPlaced { order_id: order_id.to_string(), payment_id: input.payment_id })
-    }
-
-    /// Implements `SendOrderConfirmation`: queues the notification (delivered by the
-    /// The work of `send_order_confirmation`, callable without Temporal (the benchmark runs the saga this way).
-    pub async fn send_order_confirmation_now(&self, input: OrderConfirmationInput) -> Result<(), ActivityError> {
-        let order_id = parse_id(&input.order_id)?;
-        let user_id = parse_id(&input.user_id)?;
+        // The confirmation is queued with the order; the order's workflow delivers it.
         emporium_entities::store::notifications::enqueue(
-            &self.db,
+            &tx,
             user_id,
             Some(order_id),
             "ORDER_PLACED",
-            &format!("order:{order_id}:placed"),
-            &serde_json::json!({ "orderId": order_id, "userId": user_id }),
+            &format!("order:{order_id}:notify:placed"),
+            &serde_json::json!({ "orderId": order_id, "userId": user_id, "details": { "total": input.totals.total_minor, "currency": input.totals.currency } }),
         )
         .await?;
-        tracing::info!(order_id = %order_id, user_id = %user_id, "order confirmation queued");
-        Ok(())
+        tx.commit().await?;
+        tracing::info!(checkout_id = %checkout_id, order_id = %order_id, "order created");
+        Ok(OrderPlaced { order_id: order_id.to_string(), payment_id: input.payment_id })
     }
 }
 

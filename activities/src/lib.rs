@@ -4,11 +4,15 @@
 
 pub mod checkout;
 pub mod inventory;
+pub mod notification;
+pub mod order;
 pub mod payment;
 pub mod system;
 
 pub use checkout::CheckoutActivities;
 pub use inventory::InventoryActivities;
+pub use notification::{NotificationActivities, Webhook};
+pub use order::OrderActivities;
 pub use payment::{PaymentActivities, PaymentGateway, SandboxGateway, StripeGateway};
 pub use system::SystemActivities;
 
@@ -29,19 +33,22 @@ pub(crate) fn business_failure<D: Serialize + Send + Sync + 'static>(kind: &str,
 mod tests {
     use temporalio_common::ActivityDefinition;
 
-    use emporium_workflows::{checkout::contract as checkout, probe::contract as probe, sweeper::contract as sweeper};
+    use emporium_workflows::{
+        checkout::contract as checkout, order::contract as order, probe::contract as probe, sweeper::contract as sweeper,
+    };
 
     use super::*;
 
     /// Workflows call activities by name; a renamed method would fail only at run time.
     #[test]
     fn implementation_names_match_the_contracts() {
-        let pairs: [(&str, &str); 9] = [
+        let pairs: [(&str, &str); 10] = [
             (SystemActivities::database_version.name(), probe::DatabaseVersion.name()),
             (CheckoutActivities::reserve_checkout.name(), checkout::ReserveCheckout.name()),
             (CheckoutActivities::release_stock.name(), checkout::ReleaseStock.name()),
             (CheckoutActivities::create_order.name(), checkout::CreateOrder.name()),
-            (CheckoutActivities::send_order_confirmation.name(), checkout::SendOrderConfirmation.name()),
+            (OrderActivities::record_transition.name(), order::RecordTransition.name()),
+            (NotificationActivities::deliver_notification.name(), order::DeliverNotification.name()),
             (PaymentActivities::charge_payment.name(), checkout::ChargePayment.name()),
             (PaymentActivities::refund_payment.name(), checkout::RefundPayment.name()),
             (InventoryActivities::release_expired_reservations.name(), sweeper::ReleaseExpiredReservations.name()),

@@ -35,6 +35,7 @@ pub struct Checkouts {
     temporal: TemporalGateway,
     task_queue: String,
     reservation: Duration,
+    return_window: Duration,
 }
 
 fn temporal_down(err: impl Into<anyhow::Error>) -> ApiError {
@@ -55,8 +56,8 @@ pub fn checkout_id_for(user: Uuid, idempotency_key: Option<&str>) -> Uuid {
 }
 
 impl Checkouts {
-    pub fn new(db: DatabaseConnection, temporal: TemporalGateway, task_queue: String, reservation: Duration) -> Self {
-        Self { db, temporal, task_queue, reservation }
+    pub fn new(db: DatabaseConnection, temporal: TemporalGateway, task_queue: String, reservation: Duration, return_window: Duration) -> Self {
+        Self { db, temporal, task_queue, reservation, return_window }
     }
 
     /// Starts (or finds) the checkout and answers once its stock is reserved or refused.
@@ -67,6 +68,7 @@ impl Checkouts {
             checkout_id: checkout_id.to_string(),
             user_id: user.to_string(),
             reservation_timeout_secs: self.reservation.as_secs().max(1),
+            return_window_secs: Some(self.return_window.as_secs()),
         };
         let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)

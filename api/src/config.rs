@@ -40,6 +40,8 @@ pub struct Config {
     pub task_queue: String,
     /// How long a checkout holds its stock while waiting for payment.
     pub checkout_reservation: Duration,
+    /// How long after delivery an order accepts returns (`ORDER_RETURN_WINDOW_SECS`).
+    pub order_return_window: Duration,
     pub jwt_secret: Secret,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
@@ -77,6 +79,7 @@ impl Config {
             temporal_namespace: string("TEMPORAL_NAMESPACE", "emporium"),
             task_queue: string("TEMPORAL_TASK_QUEUE", "emporium"),
             checkout_reservation: seconds("CHECKOUT_RESERVATION_SECS", 600)?,
+            order_return_window: seconds("ORDER_RETURN_WINDOW_SECS", 30 * 24 * 3600)?,
             jwt_secret,
             access_token_ttl: seconds("EMPORIUM_ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh_token_ttl: seconds("EMPORIUM_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,

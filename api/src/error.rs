@@ -32,6 +32,10 @@ pub enum ErrorCode {
     InvalidPaymentMethod,
     InvalidShippingAddress,
     CartEmpty,
+    InvalidReturn,
+    InvalidShipment,
+    ReturnQuantityExceeded,
+    ProductNotInOrder,
     // 401 / 403
     Unauthorized,
     InvalidCredentials,
@@ -57,6 +61,14 @@ pub enum ErrorCode {
     CheckoutCancelled,
     CheckoutClosed,
     CheckoutNotReady,
+    OrderAlreadyShipped,
+    OrderAlreadyDelivered,
+    OrderCancelled,
+    OrderNotShipped,
+    OrderNotDelivered,
+    ReturnWindowClosed,
+    ReturnInProgress,
+    NoReturnRequested,
     // 402
     PaymentDeclined,
     PaymentFailed,
@@ -76,7 +88,8 @@ impl ErrorCode {
             InvalidBody | InvalidParameter | InvalidEmail | InvalidPassword | InvalidSku | InvalidTitle
             | InvalidBrand | InvalidDescription | InvalidPrice | InvalidCurrency | InvalidQuantity
             | InvalidAttributes | InvalidName | InvalidSlug | InvalidPage | LimitTooLarge | EmptyUpdate
-            | InvalidSession | InvalidIdempotencyKey | InvalidPaymentMethod | InvalidShippingAddress | CartEmpty => {
+            | InvalidSession | InvalidIdempotencyKey | InvalidPaymentMethod | InvalidShippingAddress | CartEmpty
+            | InvalidReturn | InvalidShipment | ReturnQuantityExceeded | ProductNotInOrder => {
                 StatusCode::BAD_REQUEST
             }
             Unauthorized | InvalidCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
@@ -86,7 +99,9 @@ impl ErrorCode {
             PaymentDeclined | PaymentFailed => StatusCode::PAYMENT_REQUIRED,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             EmailTaken | SkuTaken | SlugTaken | InsufficientStock | LineLimitExceeded | CurrencyMismatch | OutOfStock
-            | CheckoutExpired | CheckoutCancelled | CheckoutClosed | CheckoutNotReady => {
+            | CheckoutExpired | CheckoutCancelled | CheckoutClosed | CheckoutNotReady | OrderAlreadyShipped
+            | OrderAlreadyDelivered | OrderCancelled | OrderNotShipped | OrderNotDelivered | ReturnWindowClosed
+            | ReturnInProgress | NoReturnRequested => {
                 StatusCode::CONFLICT
             }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

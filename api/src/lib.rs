@@ -8,6 +8,7 @@ pub mod checkout;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod orders;
 pub mod routes;
 pub mod state;
 
@@ -26,19 +27,21 @@ use crate::{
     cart::{CartEvents, CartService},
     checkout::Checkouts,
     config::Config,
+    orders::Orders,
     metrics::Metrics,
     routes::{
-        admin::AdminApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, checkout::CheckoutApi, ops::OpsApi,
+        admin::AdminApi, admin_orders::AdminOrdersApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, checkout::CheckoutApi, ops::OpsApi,
         orders::OrdersApi, wishlist::WishlistApi,
     },
     state::{AppState, TemporalGateway, redis_client},
 };
 
-pub type Apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, OpsApi);
+pub type Apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, AdminOrdersApi, OpsApi);
 
 /// The OpenAPI service of every operation.
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, OpsApi), "Emporium", env!("CARGO_PKG_VERSION"))
+    let apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, AdminOrdersApi, OpsApi);
+    OpenApiService::new(apis, "Emporium", env!("CARGO_PKG_VERSION"))
         .description("Store backend: catalogue, carts, checkout, orders and flash sales.")
 }
 
@@ -76,7 +79,8 @@ impl Application {
         let state = AppState {
             carts: CartService::new(db.clone(), redis.clone(), cart_events),
             redis,
-            checkouts: Checkouts::new(db.clone(), temporal.clone(), config.task_queue.clone(), config.checkout_reservation),
+            checkouts: Checkouts::new(db.clone(), temporal.clone(), config.task_queue.clone(), config.checkout_reservation, config.order_return_window),
+            orders: Orders::new(db.clone(), temporal.clone()),
             temporal,
             tokens: TokenService::new(&config.jwt_secret, config.access_token_ttl, config.refresh_token_ttl),
             metrics: Metrics::new(),

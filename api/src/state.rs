@@ -12,7 +12,7 @@ use sea_orm::DatabaseConnection;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use tokio::sync::Mutex;
 
-use crate::{auth::TokenService, cart::CartService, checkout::Checkouts, config::Config, metrics::Metrics};
+use crate::{auth::TokenService, cart::CartService, checkout::Checkouts, config::Config, orders::Orders, metrics::Metrics};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -21,6 +21,7 @@ pub struct AppState {
     pub redis: RedisClient,
     pub carts: CartService,
     pub checkouts: Checkouts,
+    pub orders: Orders,
     pub temporal: TemporalGateway,
     pub tokens: TokenService,
     pub metrics: Metrics,

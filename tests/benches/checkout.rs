@@ -19,7 +19,7 @@ use emporium_tests::{TestApp, spawn_app_with, worker::{TestWorker, temporal_clie
 use emporium_workflows::checkout::{
     CheckoutWorkflow,
     contract::{
-        ChargeInput, ChargeResult, CreateOrderInput, OrderConfirmationInput, ReserveCheckoutInput, ShippingAddress, charge_key,
+        ChargeInput, ChargeResult, CreateOrderInput, ReserveCheckoutInput, ShippingAddress, charge_key,
         workflow_id,
     },
 };
@@ -169,7 +169,7 @@ async fn main() {
             let ChargeResult::Charged { payment_id } = payments.charge_payment_now(charge).await.expect("charge") else {
                 panic!("declined")
             };
-            let order = steps
+            steps
                 .create_order_now(CreateOrderInput {
                     checkout_id,
                     user_id: user.clone(),
@@ -187,7 +187,6 @@ async fn main() {
                 })
                 .await
                 .expect("order");
-            steps.send_order_confirmation_now(OrderConfirmationInput { order_id: order.order_id, user_id: user }).await.expect("notify");
         }
     })
     .await;

@@ -68,6 +68,7 @@ pub fn test_config(database_url: &str) -> Config {
         temporal_namespace: var("TEMPORAL_NAMESPACE", "emporium"),
         task_queue: format!("test-{}", Uuid::new_v4().simple()),
         checkout_reservation: Duration::from_secs(600),
+        order_return_window: Duration::from_secs(30 * 24 * 3600),
         jwt_secret: Secret::new(format!("test-secret-{}", Uuid::new_v4())),
         access_token_ttl: Duration::from_secs(300),
         refresh_token_ttl: Duration::from_secs(3600),

@@ -37,6 +37,11 @@ pub struct TestWorker {
 
 impl TestWorker {
     pub fn start(task_queue: &str, db: DatabaseConnection) -> Self {
+        Self::start_with(task_queue, WorkerDependencies::sandbox(db))
+    }
+
+    /// A worker with chosen dependencies (a webhook, another gateway).
+    pub fn start_with(task_queue: &str, deps: WorkerDependencies) -> Self {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let queue = task_queue.to_owned();
@@ -46,7 +51,7 @@ impl TestWorker {
                 let setup = async {
                     let client = temporal_client().await;
                     let core = Runtime::from_current_tokio(Default::default()).map_err(|e| e.to_string())?;
-                    let worker = build_worker(&core, client, &queue, WorkerDependencies::sandbox(db)).map_err(|e| format!("{e:?}"))?;
+                    let worker = build_worker(&core, client, &queue, deps).map_err(|e| format!("{e:?}"))?;
                     Ok::<_, String>((core, worker))
                 };
                 let (_core, mut worker) = match setup.await {

@@ -7,33 +7,44 @@ use serde_json::{Value, json};
 use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHistory};
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
+use emporium_activities::Webhook;
+use emporium_worker::WorkerDependencies;
 use emporium_tests::{TestApp, TestResponse, count, spawn_app_with, worker::{TestWorker, temporal_client, unique_task_queue}};
 use emporium_workflows::checkout::{
     CheckoutWorkflow,
     contract::{PaymentOutcome, PaymentRequest, ShippingAddress, workflow_id},
 };
 
-struct Shop {
-    app: TestApp,
-    worker: Option<TestWorker>,
-    admin: String,
+pub(crate) struct Shop {
+    pub(crate) app: TestApp,
+    pub(crate) worker: Option<TestWorker>,
+    pub(crate) admin: String,
 }
 
 async fn shop(reservation_secs: u64) -> Shop {
+    shop_with(reservation_secs, 30 * 24 * 3600, None).await
+}
+
+/// A shop whose orders accept returns for `return_window_secs` after delivery and whose
+/// notifications go to `webhook` (logged without one).
+pub(crate) async fn shop_with(reservation_secs: u64, return_window_secs: u64, webhook: Option<Webhook>) -> Shop {
     let queue = unique_task_queue();
     let q = queue.clone();
     let app = spawn_app_with(move |config| {
         config.task_queue = q;
         config.checkout_reservation = Duration::from_secs(reservation_secs);
+        config.order_return_window = Duration::from_secs(return_window_secs);
     })
     .await;
-    let worker = TestWorker::start(&queue, app.db().clone());
+    let mut deps = WorkerDependencies::sandbox(app.db().clone());
+    deps.webhook = webhook;
+    let worker = TestWorker::start_with(&queue, deps);
     let admin = app.admin_token().await;
     Shop { app, worker: Some(worker), admin }
 }
 
 impl Shop {
-    async fn product(&self, sku: &str, price: i64, stock: i64) -> i64 {
+    pub(crate) async fn product(&self, sku: &str, price: i64, stock: i64) -> i64 {
         let category = match self.app.get("/categories", None).await.body.as_array().and_then(|c| c.first().cloned()) {
             Some(c) => c["id"].as_i64().unwrap(),
             None => self.app.create_category(&self.admin, "Checkout", None).await,
@@ -42,14 +53,14 @@ impl Shop {
     }
 
     /// A new customer with `quantity` of `product` in their cart.
-    async fn shopper(&self, product: i64, quantity: i64) -> String {
+    pub(crate) async fn shopper(&self, product: i64, quantity: i64) -> String {
         let (token, _) = self.app.register_customer().await;
         let added = self.app.post("/cart/items", Some(&token), json!({ "productId": product, "quantity": quantity })).await;
         assert_eq!(added.status, StatusCode::OK, "{}", added.text);
         token
     }
 
-    async fn checkout(&self, token: &str, key: Option<&str>) -> TestResponse {
+    pub(crate) async fn checkout(&self, token: &str, key: Option<&str>) -> TestResponse {
         let mut request = self.app.client.post(format!("{}/checkout", self.app.address)).bearer_auth(token);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
@@ -61,7 +72,7 @@ impl Shop {
         TestResponse { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null), text }
     }
 
-    async fn pay(&self, token: &str, checkout_id: &str, method: &str) -> TestResponse {
+    pub(crate) async fn pay(&self, token: &str, checkout_id: &str, method: &str) -> TestResponse {
         self.app
             .post(
                 &format!("/checkout/{checkout_id}/payment"),
@@ -75,12 +86,12 @@ impl Shop {
     }
 
     /// (available, reserved, sold) of a product.
-    async fn stock(&self, product: i64) -> (i64, i64, i64) {
+    pub(crate) async fn stock(&self, product: i64) -> (i64, i64, i64) {
         let sql = |column: &str| format!("SELECT {column}::bigint AS n FROM inventory WHERE product_id = {product}");
         (count(self.app.db(), &sql("available")).await, count(self.app.db(), &sql("reserved")).await, count(self.app.db(), &sql("sold")).await)
     }
 
-    async fn wait_for_status(&self, token: &str, checkout_id: &str, status: &str) -> Value {
+    pub(crate) async fn wait_for_status(&self, token: &str, checkout_id: &str, status: &str) -> Value {
         let mut last = Value::Null;
         for _ in 0..100 {
             last = self.app.get(&format!("/checkout/{checkout_id}"), Some(token)).await.body;
@@ -105,7 +116,7 @@ impl Shop {
     }
 }
 
-fn id_of(response: &TestResponse) -> String {
+pub(crate) fn id_of(response: &TestResponse) -> String {
     response.body["checkoutId"].as_str().unwrap_or_else(|| panic!("no checkout id in {}", response.text)).to_owned()
 }
 

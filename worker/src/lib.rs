@@ -10,10 +10,12 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use url::Url;
 
 use emporium_activities::{
-    CheckoutActivities, InventoryActivities, PaymentActivities, PaymentGateway, SandboxGateway, StripeGateway, SystemActivities,
+    CheckoutActivities, InventoryActivities, NotificationActivities, OrderActivities, PaymentActivities, PaymentGateway, SandboxGateway,
+    StripeGateway, SystemActivities, Webhook,
 };
 use emporium_workflows::{
     checkout::CheckoutWorkflow,
+    order::OrderWorkflow,
     probe::WorkerProbeWorkflow,
     sweeper::{
         ReservationSweeperWorkflow,
@@ -61,28 +63,52 @@ pub async fn connect_temporal(address: &str, namespace: &str, identity: &str) ->
 pub struct WorkerDependencies {
     pub db: DatabaseConnection,
     pub gateway: Arc<dyn PaymentGateway>,
+    /// Where notifications go; without one they are logged.
+    pub webhook: Option<Webhook>,
 }
 
 impl WorkerDependencies {
-    /// The defaults: the sandbox payment gateway on the same database.
+    /// The defaults: the sandbox payment gateway on the same database, notifications logged.
     pub fn sandbox(db: DatabaseConnection) -> Self {
-        Self { gateway: Arc::new(SandboxGateway::new(db.clone())), db }
+        Self { gateway: Arc::new(SandboxGateway::new(db.clone())), db, webhook: None }
     }
 
-    /// The payment gateway the environment chooses (see `stripe_gateway_from`): Stripe when
-    /// `STRIPE_SECRET_KEY` is set, else the sandbox.
+    /// What the environment chooses: Stripe when `STRIPE_SECRET_KEY` is set, else the sandbox
+    /// (see `stripe_gateway_from`); the webhook of `NOTIFICATION_WEBHOOK_URL` (see `webhook_from`).
     pub fn from_env(db: DatabaseConnection) -> anyhow::Result<Self> {
-        match stripe_gateway_from(|name| std::env::var(name).ok())? {
+        let var = |name: &str| std::env::var(name).ok();
+        let webhook = webhook_from(var)?;
+        match &webhook {
+            Some(webhook) => tracing::info!(url = webhook.url, "notifications go to the webhook"),
+            None => tracing::info!("NOTIFICATION_WEBHOOK_URL is not set: notifications are logged"),
+        }
+        let mut deps = match stripe_gateway_from(var)? {
             Some(stripe) => {
                 tracing::info!(api_base = stripe.api_base(), "payments go to Stripe");
-                Ok(Self { gateway: Arc::new(stripe), db })
+                Self { gateway: Arc::new(stripe), db, webhook: None }
             }
             None => {
                 tracing::info!("STRIPE_SECRET_KEY is not set: payments go to the sandbox gateway");
-                Ok(Self::sandbox(db))
+                Self::sandbox(db)
             }
-        }
+        };
+        deps.webhook = webhook;
+        Ok(deps)
     }
+}
+
+/// The notification webhook: `NOTIFICATION_WEBHOOK_URL` (http or https) signed with
+/// `NOTIFICATION_WEBHOOK_SECRET`, which must then be set and non-blank. Errors never contain
+/// the secret.
+pub fn webhook_from(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Webhook>> {
+    let Some(url) = var("NOTIFICATION_WEBHOOK_URL").filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let parsed = Url::parse(url.trim()).with_context(|| format!("NOTIFICATION_WEBHOOK_URL {url:?} is not a URL"))?;
+    anyhow::ensure!(matches!(parsed.scheme(), "http" | "https"), "NOTIFICATION_WEBHOOK_URL must be http or https");
+    let secret = var("NOTIFICATION_WEBHOOK_SECRET").unwrap_or_default();
+    anyhow::ensure!(!secret.trim().is_empty(), "NOTIFICATION_WEBHOOK_SECRET must be set with NOTIFICATION_WEBHOOK_URL");
+    Ok(Some(Webhook { url: parsed.to_string(), secret }))
 }
 
 /// A Stripe gateway when `STRIPE_SECRET_KEY` is set (`STRIPE_API_BASE` overrides
@@ -105,10 +131,13 @@ pub fn worker_options(task_queue: &str, deps: WorkerDependencies) -> anyhow::Res
     Ok(WorkerOptions::new(task_queue)
         .register_workflow::<WorkerProbeWorkflow>()?
         .register_workflow::<CheckoutWorkflow>()?
+        .register_workflow::<OrderWorkflow>()?
         .register_workflow::<ReservationSweeperWorkflow>()?
         .register_activities(SystemActivities::new(deps.db.clone()))
         .register_activities(InventoryActivities::new(deps.db.clone()))
         .register_activities(CheckoutActivities::new(deps.db.clone()))
+        .register_activities(OrderActivities::new(deps.db.clone()))
+        .register_activities(NotificationActivities::new(deps.db.clone(), deps.webhook))
         .register_activities(PaymentActivities::new(deps.db, deps.gateway))
         .build())
 }

@@ -102,25 +102,30 @@ impl PaymentActivities {
         let Some(payment) = payments::find(&self.db, payment_id).await? else {
             return Err(business_failure("payment_not_found", format!("payment {payment_id} does not exist"), None::<()>));
         };
+        // A retry after a commit whose answer was lost: this refund is recorded already.
+        if payments::refund_recorded(&self.db, &input.idempotency_key).await? {
+            return Ok(());
+        }
         let remaining = payment.amount_minor - payment.refunded_minor;
+        let amount = input.amount_minor.map_or(remaining, |wanted| wanted.min(remaining));
         let Some(reference) = payment.gateway_reference.filter(|_| payment.status == "COMPLETED" || payment.status == "PARTIALLY_REFUNDED")
         else {
             return Ok(()); // nothing was charged, or it is refunded already
         };
-        if remaining <= 0 {
+        if amount <= 0 {
             return Ok(());
         }
         let request = RefundRequest {
             idempotency_key: input.idempotency_key.clone(),
             charge_reference: reference,
-            amount_minor: remaining,
+            amount_minor: amount,
             currency: payment.currency.clone(),
         };
         let refund_reference = self.gateway.refund(&request).await?;
         let tx = self.db.begin().await?;
-        payments::record_refund(&tx, payment_id, &input.idempotency_key, remaining, &payment.currency, &input.reason, &refund_reference).await?;
+        payments::record_refund(&tx, payment_id, &input.idempotency_key, amount, &payment.currency, &input.reason, &refund_reference).await?;
         tx.commit().await?;
-        tracing::info!(payment_id = %payment_id, amount = remaining, "payment refunded");
+        tracing::info!(payment_id = %payment_id, amount, "payment refunded");
         Ok(())
     }
 }

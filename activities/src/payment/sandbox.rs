@@ -1,7 +1,8 @@
 //! A gateway that behaves like Stripe test mode and keeps its ledger in Postgres:
 //! `pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined, `pm_card_processingError`
-//! fails transiently on its first two attempts and then succeeds, and a repeated idempotency
-//! key returns the first result without charging again.
+//! fails transiently on its first two attempts and then succeeds, `pm_card_refundProcessingError`
+//! charges but each of its refunds fails transiently three times before it succeeds, and a
+//! repeated idempotency key returns the first result without charging again.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, FromQueryResult, Statement, TransactionTrait, Value};
 use uuid::Uuid;
@@ -10,6 +11,9 @@ use super::{ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRe
 
 /// Attempts of `pm_card_processingError` that fail before one succeeds.
 const PROCESSING_ERROR_ATTEMPTS: i32 = 2;
+/// Attempts of a refund of a `pm_card_refundProcessingError` charge that fail.
+const REFUND_ERROR_ATTEMPTS: i32 = 3;
+const REFUND_ERROR_METHOD: &str = "pm_card_refundProcessingError";
 
 pub struct SandboxGateway {
     db: DatabaseConnection,
@@ -83,6 +87,11 @@ impl PaymentGateway for SandboxGateway {
         let recorded = self.attempt(&tx, &request.idempotency_key, "refund", None, request.amount_minor, &request.currency).await?;
         let reference = match (recorded.outcome.as_deref(), recorded.reference) {
             (Some("succeeded"), Some(reference)) => reference,
+            _ if recorded.attempts <= REFUND_ERROR_ATTEMPTS && self.charged_with(&tx, &request.charge_reference).await?.as_deref() == Some(REFUND_ERROR_METHOD) => {
+                // the failed attempt is counted, as at a real provider
+                tx.commit().await.map_err(ledger)?;
+                return Err(GatewayError::Transient("processing_error: the refund could not be processed; try again".to_owned()));
+            }
             _ => {
                 let reference = format!("re_sandbox_{}", Uuid::new_v4().simple());
                 self.settle(&tx, &request.idempotency_key, "succeeded", Some(&reference)).await?;
@@ -91,6 +100,21 @@ impl PaymentGateway for SandboxGateway {
         };
         tx.commit().await.map_err(ledger)?;
         Ok(reference)
+    }
+}
+
+impl SandboxGateway {
+    /// The payment method of the charge with this reference.
+    async fn charged_with(&self, tx: &DatabaseTransaction, charge_reference: &str) -> Result<Option<String>, GatewayError> {
+        let row = tx
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT payment_method FROM sandbox_gateway_requests WHERE operation = 'charge' AND reference = $1",
+                [charge_reference.into()],
+            ))
+            .await
+            .map_err(ledger)?;
+        row.map(|r| r.try_get::<Option<String>>("", "payment_method")).transpose().map(Option::flatten).map_err(ledger)
     }
 }
 
@@ -125,7 +149,7 @@ impl SandboxGateway {
             "pm_card_processingError" if recorded.attempts <= PROCESSING_ERROR_ATTEMPTS => Err(GatewayError::Transient(
                 "processing_error: An error occurred while processing your card. Try again in a little bit.".to_owned(),
             )),
-            "pm_card_visa" | "pm_card_mastercard" | "pm_card_processingError" => {
+            "pm_card_visa" | "pm_card_mastercard" | "pm_card_processingError" | REFUND_ERROR_METHOD => {
                 let reference = format!("ch_sandbox_{}", Uuid::new_v4().simple());
                 self.settle(tx, &request.idempotency_key, "succeeded", Some(&reference)).await?;
                 Ok(ChargeOutcome::Succeeded { reference })

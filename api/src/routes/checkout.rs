@@ -273,7 +273,7 @@ impl CheckoutApi {
             PaymentOutcome::Paid { order } => {
                 state.carts.refresh_user(user).await;
                 let order_id = Uuid::parse_str(&order.order_id).map_err(ApiError::internal)?;
-                Ok(PayResponse::Created(Json(load_order(&state, user, order_id).await?)))
+                Ok(PayResponse::Created(Json(load_order(&state, Some(user), order_id).await?)))
             }
             PaymentOutcome::Declined { code, message } => Err(ApiError::with_details(
                 ErrorCode::PaymentDeclined,

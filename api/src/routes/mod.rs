@@ -1,6 +1,7 @@
 //! HTTP operations, one `#[OpenApi]` struct per area.
 
 pub mod admin;
+pub mod admin_orders;
 pub mod auth;
 pub mod cart;
 pub mod catalog;

@@ -142,6 +142,17 @@ pub async fn confirm_reservations(tx: &DatabaseTransaction, owner: &str, lines: 
     Ok(true)
 }
 
+/// Puts sold units back on sale (a cancelled order, a received return), products in id order.
+pub async fn restock_sold(tx: &DatabaseTransaction, lines: &[ReserveLine]) -> Result<(), StoreError> {
+    let mut lines = lines.to_vec();
+    lines.sort_by_key(|l| l.product_id);
+    for line in lines.into_iter().filter(|l| l.quantity > 0) {
+        let q = line.quantity;
+        move_stock(tx, line.product_id, (q, 0, -q), None).await?.ok_or(StoreError::NotFound)?;
+    }
+    Ok(())
+}
+
 /// How long past its expiry a reservation of a checkout that is being paid is left alone: the
 /// charge may still succeed. After that it counts as abandoned too (a charge that succeeds even
 /// later finds the stock gone and is refunded).

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, Statement, Value};
 use uuid::Uuid;
 
-use super::{PageRequest, StoreError};
+use super::{PageRequest, StoreError, inventory::{self, ReserveLine}};
 
 fn stmt(sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
@@ -100,6 +100,7 @@ pub async fn insert_order(tx: &DatabaseTransaction, order: &NewOrder) -> Result<
 #[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
 pub struct OrderSummary {
     pub id: Uuid,
+    pub user_id: Uuid,
     pub status: String,
     pub currency: String,
     pub subtotal_minor: i64,
@@ -108,6 +109,8 @@ pub struct OrderSummary {
     pub total_minor: i64,
     pub shipping_address: serde_json::Value,
     pub item_count: i64,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -129,9 +132,9 @@ pub struct OrderEvent {
     pub created_at: DateTime<Utc>,
 }
 
-const SUMMARY: &str = "SELECT o.id, o.status, o.currency, o.subtotal_minor, o.tax_minor, o.shipping_minor, o.total_minor, \
+const SUMMARY: &str = "SELECT o.id, o.user_id, o.status, o.currency, o.subtotal_minor, o.tax_minor, o.shipping_minor, o.total_minor, \
     o.shipping_address, (SELECT COALESCE(SUM(quantity), 0)::bigint FROM order_items i WHERE i.order_id = o.id) AS item_count, \
-    o.created_at FROM orders o";
+    o.carrier, o.tracking_number, o.created_at FROM orders o";
 
 /// The user's orders, newest first, and how many there are.
 pub async fn list_for_user<C: ConnectionTrait>(db: &C, user_id: Uuid, page: PageRequest) -> Result<(Vec<OrderSummary>, u64), StoreError> {
@@ -150,15 +153,15 @@ pub async fn list_for_user<C: ConnectionTrait>(db: &C, user_id: Uuid, page: Page
     Ok((orders, total as u64))
 }
 
-/// One of the user's orders with its items and timeline; `None` for another user's order.
-pub async fn find_for_user<C: ConnectionTrait>(
+/// An order with its items and timeline; with `owner`, `None` for anyone else's order.
+pub async fn find<C: ConnectionTrait>(
     db: &C,
-    user_id: Uuid,
     order_id: Uuid,
+    owner: Option<Uuid>,
 ) -> Result<Option<(OrderSummary, Vec<OrderItem>, Vec<OrderEvent>)>, StoreError> {
     let Some(order) = OrderSummary::find_by_statement(stmt(
-        &format!("{SUMMARY} WHERE o.id = $1 AND o.user_id = $2"),
-        vec![order_id.into(), user_id.into()],
+        &format!("{SUMMARY} WHERE o.id = $1 AND ($2::uuid IS NULL OR o.user_id = $2)"),
+        vec![order_id.into(), owner.into()],
     ))
     .one(db)
     .await?
@@ -179,4 +182,132 @@ pub async fn find_for_user<C: ConnectionTrait>(
     .all(db)
     .await?;
     Ok(Some((order, items, events)))
+}
+
+/// One transition of an order's lifecycle, applied by `record_transition`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub order_id: Uuid,
+    pub dedupe_key: String,
+    pub event: String,
+    pub data: serde_json::Value,
+    pub status: String,
+    pub carrier: Option<(String, String)>,
+    /// (product, units) going back on sale.
+    pub restock: Vec<(i64, i32)>,
+    /// Whether the restocked units are returns (counted on the order's items).
+    pub count_as_returned: bool,
+}
+
+/// Appends the event and applies its effects (status, shipment, restock, returned units) inside
+/// `tx`, once: `Ok(false)` when the event's `dedupe_key` is recorded already and nothing changed.
+pub async fn record_transition(tx: &DatabaseTransaction, t: &Transition) -> Result<bool, StoreError> {
+    let inserted = tx
+        .execute_raw(stmt(
+            "INSERT INTO order_events (order_id, kind, data, dedupe_key) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (dedupe_key) DO NOTHING",
+            vec![t.order_id.into(), t.event.clone().into(), t.data.clone().into(), t.dedupe_key.clone().into()],
+        ))
+        .await?
+        .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let (carrier, tracking) = t.carrier.clone().unzip();
+    let updated = tx
+        .execute_raw(stmt(
+            "UPDATE orders SET status = $2, carrier = COALESCE($3, carrier), tracking_number = COALESCE($4, tracking_number), \
+             updated_at = now() WHERE id = $1",
+            vec![t.order_id.into(), t.status.clone().into(), carrier.into(), tracking.into()],
+        ))
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let lines: Vec<ReserveLine> = t.restock.iter().map(|&(product_id, quantity)| ReserveLine { product_id, quantity }).collect();
+    inventory::restock_sold(tx, &lines).await?;
+    if t.count_as_returned {
+        for &(product_id, quantity) in &t.restock {
+            let changed = tx
+                .execute_raw(stmt(
+                    "UPDATE order_items SET returned_quantity = returned_quantity + $3 WHERE order_id = $1 AND product_id = $2",
+                    vec![t.order_id.into(), product_id.into(), quantity.into()],
+                ))
+                .await?
+                .rows_affected();
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The current status of an order and whose it is.
+pub async fn status_of<C: ConnectionTrait>(db: &C, order_id: Uuid) -> Result<Option<(Uuid, String)>, StoreError> {
+    db.query_one_raw(stmt("SELECT user_id, status FROM orders WHERE id = $1", vec![order_id.into()]))
+        .await?
+        .map(|row| Ok((row.try_get("", "user_id")?, row.try_get("", "status")?)))
+        .transpose()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct AdminOrderSummary {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub email: String,
+    pub status: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub item_count: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Orders for the back office, newest first, optionally of one status and/or one customer.
+pub async fn list_all<C: ConnectionTrait>(
+    db: &C,
+    status: Option<&str>,
+    customer: Option<Uuid>,
+    page: PageRequest,
+) -> Result<(Vec<AdminOrderSummary>, u64), StoreError> {
+    let filter = "($1::text IS NULL OR o.status = $1) AND ($2::uuid IS NULL OR o.user_id = $2)";
+    let values = || -> Vec<Value> { vec![status.map(str::to_owned).into(), customer.into()] };
+    let total: i64 = db
+        .query_one_raw(stmt(&format!("SELECT COUNT(*) AS n FROM orders o WHERE {filter}"), values()))
+        .await?
+        .map(|row| row.try_get("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    let mut page_values = values();
+    page_values.extend([(page.limit as i64).into(), (page.offset() as i64).into()]);
+    let orders = AdminOrderSummary::find_by_statement(stmt(
+        &format!(
+            "SELECT o.id, o.user_id, u.email, o.status, o.currency, o.total_minor, \
+             (SELECT COALESCE(SUM(quantity), 0)::bigint FROM order_items i WHERE i.order_id = o.id) AS item_count, o.created_at \
+             FROM orders o JOIN users u ON u.id = o.user_id WHERE {filter} ORDER BY o.created_at DESC, o.id DESC LIMIT $3 OFFSET $4"
+        ),
+        page_values,
+    ))
+    .all(db)
+    .await?;
+    Ok((orders, total as u64))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct OrderPayment {
+    pub status: String,
+    pub amount_minor: i64,
+    pub refunded_minor: i64,
+    pub currency: String,
+}
+
+/// The payment of an order (its refunds are summed in `refunded_minor`).
+pub async fn payment_of<C: ConnectionTrait>(db: &C, order_id: Uuid) -> Result<Option<OrderPayment>, StoreError> {
+    Ok(OrderPayment::find_by_statement(stmt(
+        "SELECT status, amount_minor, refunded_minor, currency FROM payments WHERE order_id = $1 ORDER BY created_at LIMIT 1",
+        vec![order_id.into()],
+    ))
+    .one(db)
+    .await?)
 }

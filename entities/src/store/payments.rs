@@ -117,3 +117,11 @@ pub async fn record_refund<C: ConnectionTrait>(
     }
     Ok(())
 }
+
+/// Whether a refund under `idempotency_key` is recorded.
+pub async fn refund_recorded<C: ConnectionTrait>(db: &C, idempotency_key: &str) -> Result<bool, StoreError> {
+    Ok(db
+        .query_one_raw(stmt("SELECT 1 AS one FROM refunds WHERE idempotency_key = $1", vec![idempotency_key.into()]))
+        .await?
+        .is_some())
+}

@@ -42,6 +42,9 @@ pub struct CheckoutInput {
     pub user_id: String,
     /// How long stock stays reserved while waiting for payment.
     pub reservation_timeout_secs: u64,
+    /// How long after delivery the order accepts returns (default 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_window_secs: Option<u64>,
 }
 
 /// Where a checkout is. Terminal stages never change again.
@@ -236,10 +239,13 @@ pub struct RefundInput {
     pub payment_id: String,
     pub idempotency_key: String,
     pub reason: String,
+    /// How much; everything not yet refunded when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_minor: Option<i64>,
 }
 
 activity_contract! {
-    /// Refunds a completed payment in full, once per idempotency key.
+    /// Refunds a completed payment (in full, or `amount_minor` of it), once per idempotency key.
     pub RefundPayment = "PaymentActivities::refund_payment", RefundInput => ()
 }
 
@@ -259,16 +265,4 @@ activity_contract! {
     /// Creates the order, its items and events, confirms the reservations and takes the bought
     /// units out of the cart, in one transaction; idempotent on the checkout id.
     pub CreateOrder = "CheckoutActivities::create_order", CreateOrderInput => OrderPlaced
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderConfirmationInput {
-    pub order_id: String,
-    pub user_id: String,
-}
-
-activity_contract! {
-    /// Queues the order confirmation notification (and logs it).
-    pub SendOrderConfirmation = "CheckoutActivities::send_order_confirmation", OrderConfirmationInput => ()
 }

@@ -3,12 +3,17 @@ use std::time::{Duration, UNIX_EPOCH};
 use futures::FutureExt;
 use temporalio_common::{RetryPolicy, error::IncomingError};
 use temporalio_macros::{workflow, workflow_methods};
+use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, LocalActivityOptions, SyncWorkflowContext, WorkflowContext,
+    ActivityExecutionError, ActivityOptions, ChildWorkflowOptions, LocalActivityOptions, ParentClosePolicy, SyncWorkflowContext, WorkflowContext,
     WorkflowContextView, WorkflowResult, workflows::select,
 };
 
 use super::{contract::*, saga::Saga};
+use crate::order::{
+    OrderWorkflow,
+    contract::{DEFAULT_RETURN_WINDOW_SECS, ORDER_STATUS, OrderInput, OrderLine, OrderStatus, OrderTotals, workflow_id as order_workflow_id},
+};
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -67,14 +72,6 @@ fn refund_step() -> ActivityOptions {
                 .maximum_interval(Duration::from_secs(60))
                 .build(),
         )
-        .build()
-}
-
-/// The confirmation only queues a notification row: a short database step, tried a few times.
-fn notify_step() -> LocalActivityOptions {
-    LocalActivityOptions::builder()
-        .start_to_close_timeout(Duration::from_secs(10))
-        .retry_policy(RetryPolicy::builder().maximum_attempts(5).build())
         .build()
 }
 
@@ -235,6 +232,7 @@ impl CheckoutWorkflow {
             payment_id: payment_id.clone(),
             idempotency_key: refund_key(&input.checkout_id),
             reason: "checkout_failed".to_owned(),
+            amount_minor: None,
         };
         saga.push(
             "refund_payment",
@@ -249,7 +247,7 @@ impl CheckoutWorkflow {
             owner,
             payment_id,
             lines: ctx.state(|s| s.view.lines.clone()),
-            totals,
+            totals: totals.clone(),
             shipping_address: payment.shipping_address,
         };
         let order = match ctx.execute_local_activity(CreateOrder, create, database_step()).await {
@@ -268,11 +266,35 @@ impl CheckoutWorkflow {
             s.outcome = Some(PaymentOutcome::Paid { order: order.clone() });
         });
 
-        // the confirmation is best effort: its failure never undoes the order
-        let notify = OrderConfirmationInput { order_id: order.order_id, user_id: input.user_id };
-        if let Err(err) = ctx.execute_local_activity(SendOrderConfirmation, notify, notify_step()).await {
-            let (reason, _) = failure_of(&err);
-            ctx.state_mut(|s| s.view.failure = Some(format!("confirmation not sent: {reason}")));
+        // The order's own workflow takes over from here (shipping, cancellation, returns,
+        // notifications, starting with the confirmation queued with the order). It outlives the
+        // checkout; failing to start it never undoes the order.
+        let order_input = OrderInput {
+            order_id: order.order_id.clone(),
+            user_id: input.user_id.clone(),
+            payment_id: order.payment_id.clone(),
+            lines: ctx.state(|s| {
+                s.view.lines.iter().map(|l| OrderLine { product_id: l.product_id, quantity: l.quantity, unit_price_minor: l.unit_price_minor }).collect()
+            }),
+            totals: OrderTotals {
+                currency: totals.currency,
+                subtotal_minor: totals.subtotal_minor,
+                tax_minor: totals.tax_minor,
+                shipping_minor: totals.shipping_minor,
+                total_minor: totals.total_minor,
+            },
+            return_window_secs: input.return_window_secs.unwrap_or(DEFAULT_RETURN_WINDOW_SECS),
+        };
+        let options = ChildWorkflowOptions::builder()
+            .workflow_id(order_workflow_id(&order.order_id))
+            .parent_close_policy(ParentClosePolicy::Abandon)
+            .search_attributes(SearchAttributes::new([
+                CUSTOMER_ID.value_set(input.user_id.clone()),
+                ORDER_STATUS.value_set(OrderStatus::Placed.as_str().to_owned()),
+            ]))
+            .build();
+        if let Err(err) = ctx.start_child_workflow(OrderWorkflow::run, order_input, options).await {
+            ctx.state_mut(|s| s.view.failure = Some(format!("order workflow not started: {err}")));
         }
         Self::finish(ctx).await
     }
