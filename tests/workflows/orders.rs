@@ -9,12 +9,12 @@ use std::{
 use poem::{Request, Response, Server, endpoint::make, http::StatusCode as PoemStatus, listener::TcpAcceptor};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use temporalio_client::{WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHistory};
+use temporalio_client::{WorkflowDescribeOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHistory};
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 use emporium_activities::{Webhook, notification::sign};
 use emporium_tests::{TestResponse, count, worker::temporal_client};
-use emporium_workflows::{checkout::CheckoutWorkflow, order::{OrderWorkflow, contract::workflow_id}};
+use emporium_workflows::{checkout::CheckoutWorkflow, order::{OrderWorkflow, contract::{CUSTOMER_ID, ORDER_STATUS, workflow_id}}};
 
 use crate::checkout::{Shop, id_of, shop_with};
 
@@ -91,6 +91,15 @@ async fn order_finished(order_id: &str, name: &str) {
         let json = handle.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await.expect("history");
         std::fs::write(format!("{}/tests/histories/{name}.json", env!("CARGO_MANIFEST_DIR")), json).expect("write history");
     }
+}
+
+/// (CustomerId, OrderStatus) of the order's workflow.
+async fn order_search_attributes(order_id: &str) -> (Option<String>, Option<String>) {
+    let client = temporal_client().await;
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    let described = handle.describe(WorkflowDescribeOptions::default()).await.expect("describe the order workflow");
+    let attributes = described.search_attributes();
+    (attributes.get(&CUSTOMER_ID), attributes.get(&ORDER_STATUS))
 }
 
 /// Units stocked never change: available + reserved + sold, where sold counts units sold and
@@ -238,8 +247,13 @@ async fn a_refund_failing_three_times_shows_refund_pending_then_ends_refunded_on
     assert_eq!(cancelled.body["status"], "REFUND_PENDING");
     assert_eq!(cancelled.body["payment"]["status"], "COMPLETED");
     assert_eq!(shop.stock(product).await, (5, 0, 0), "restocked before the refund");
+    // operators see it in the Temporal UI too
+    let customer = cancelled.body["userId"].as_str().unwrap().to_owned();
+    assert_eq!(order_search_attributes(&order_id).await, (Some(customer.clone()), Some("REFUND_PENDING".to_owned())));
 
     let done = wait_for_order(&shop, &token, &order_id, "CANCELLED", |o| o["status"] == "CANCELLED").await;
+    order_finished(&order_id, "order_refund_retried").await;
+    assert_eq!(order_search_attributes(&order_id).await, (Some(customer), Some("CANCELLED".to_owned())));
     assert_eq!(done["payment"]["status"], "REFUNDED");
     assert_eq!(done["payment"]["refunded"]["amount"], done["totals"]["total"]["amount"]);
     let db = shop.app.db();
@@ -447,7 +461,7 @@ async fn committed_order_histories_replay_with_the_current_code() {
         .expect("register")
         .build();
     let replayer = WorkflowReplayer::new(options).expect("replayer");
-    for name in ["order_delivered", "order_cancelled", "order_returned"] {
+    for name in ["order_delivered", "order_cancelled", "order_returned", "order_refund_retried"] {
         let bytes = std::fs::read(format!("{directory}/{name}.json")).unwrap_or_else(|_| panic!("tests/histories/{name}.json is committed"));
         let history = WorkflowHistory::from_json(&bytes).expect("SDK history JSON");
         replayer.replay_workflow(history).await.unwrap_or_else(|e| panic!("{name} does not replay: {e}"));
