@@ -203,4 +203,22 @@ mod tests {
         let err = stripe_gateway_from(env(&[("STRIPE_SECRET_KEY", "sk_test_secret_value"), ("STRIPE_API_BASE", "ftp://x")])).unwrap_err();
         assert!(!format!("{err:?}").contains("sk_test_secret_value"), "{err:?}");
     }
+
+    #[test]
+    fn notifications_are_logged_without_a_webhook_url() {
+        assert!(webhook_from(env(&[("NOTIFICATION_WEBHOOK_SECRET", "s")])).unwrap().is_none());
+        assert!(webhook_from(env(&[("NOTIFICATION_WEBHOOK_URL", " ")])).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_webhook_needs_an_http_url_and_a_secret_that_errors_never_show() {
+        let hook = webhook_from(env(&[("NOTIFICATION_WEBHOOK_URL", "https://hooks.example.com/emporium"), ("NOTIFICATION_WEBHOOK_SECRET", "whsec_1")]))
+            .unwrap()
+            .expect("webhook");
+        assert_eq!(hook.url, "https://hooks.example.com/emporium");
+        assert!(!format!("{hook:?}").contains("whsec_1"));
+        assert!(webhook_from(env(&[("NOTIFICATION_WEBHOOK_URL", "https://hooks.example.com/")])).is_err(), "no secret");
+        let err = webhook_from(env(&[("NOTIFICATION_WEBHOOK_URL", "ftp://x"), ("NOTIFICATION_WEBHOOK_SECRET", "whsec_2")])).unwrap_err();
+        assert!(!format!("{err:?}").contains("whsec_2"), "{err:?}");
+    }
 }
