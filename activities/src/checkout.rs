@@ -11,6 +11,7 @@ use emporium_entities::store::{
     checkouts::CheckoutRecord,
     inventory::{self, ReserveLine},
     orders::{self, NewOrder, NewOrderItem},
+    payments::Purchase,
 };
 use emporium_workflows::checkout::contract::{
     CART_EMPTY, CheckoutStage, CreateOrderInput, OUT_OF_STOCK, OrderPlaced, PricedLine,
@@ -171,7 +172,7 @@ impl CheckoutActivities {
         }
         let order = NewOrder {
             user_id,
-            checkout_id,
+            source: Purchase::Checkout(checkout_id),
             payment_id,
             currency: input.totals.currency.clone(),
             subtotal_minor: input.totals.subtotal_minor,

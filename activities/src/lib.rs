@@ -3,6 +3,7 @@
 //! `emporium-workflows`; a test checks the names line up.
 
 pub mod checkout;
+pub mod flash;
 pub mod inventory;
 pub mod notification;
 pub mod order;
@@ -10,6 +11,7 @@ pub mod payment;
 pub mod system;
 
 pub use checkout::CheckoutActivities;
+pub use flash::FlashSaleActivities;
 pub use inventory::InventoryActivities;
 pub use notification::{NotificationActivities, Webhook};
 pub use order::OrderActivities;
@@ -34,7 +36,7 @@ mod tests {
     use temporalio_common::ActivityDefinition;
 
     use emporium_workflows::{
-        checkout::contract as checkout, order::contract as order, probe::contract as probe, sweeper::contract as sweeper,
+        checkout::contract as checkout, flash::contract as flash, order::contract as order, probe::contract as probe, sweeper::contract as sweeper,
     };
 
     use super::*;
@@ -42,12 +44,18 @@ mod tests {
     /// Workflows call activities by name; a renamed method would fail only at run time.
     #[test]
     fn implementation_names_match_the_contracts() {
-        let pairs: [(&str, &str); 10] = [
+        let pairs: [(&str, &str); 16] = [
             (SystemActivities::database_version.name(), probe::DatabaseVersion.name()),
             (CheckoutActivities::reserve_checkout.name(), checkout::ReserveCheckout.name()),
             (CheckoutActivities::release_stock.name(), checkout::ReleaseStock.name()),
             (CheckoutActivities::create_order.name(), checkout::CreateOrder.name()),
             (OrderActivities::record_transition.name(), order::RecordTransition.name()),
+            (FlashSaleActivities::load_sale.name(), flash::LoadSale.name()),
+            (FlashSaleActivities::end_sale.name(), flash::EndSale.name()),
+            (FlashSaleActivities::reconcile_sale.name(), flash::ReconcileSale.name()),
+            (FlashSaleActivities::begin_claim_payment.name(), flash::BeginClaimPayment.name()),
+            (FlashSaleActivities::release_claim.name(), flash::ReleaseClaim.name()),
+            (FlashSaleActivities::create_claim_order.name(), flash::CreateClaimOrder.name()),
             (NotificationActivities::deliver_notification.name(), order::DeliverNotification.name()),
             (PaymentActivities::charge_payment.name(), checkout::ChargePayment.name()),
             (PaymentActivities::refund_payment.name(), checkout::RefundPayment.name()),

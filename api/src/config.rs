@@ -42,6 +42,10 @@ pub struct Config {
     pub checkout_reservation: Duration,
     /// How long after delivery an order accepts returns (`ORDER_RETURN_WINDOW_SECS`).
     pub order_return_window: Duration,
+    /// Default waiting-room admission rate of new flash sales (`FLASH_SALE_ADMISSION_PER_SEC`).
+    pub flash_sale_admission_per_sec: i64,
+    /// How long a won flash-sale unit is held for payment (`FLASH_SALE_CLAIM_TTL_SECS`).
+    pub flash_sale_claim_ttl: Duration,
     pub jwt_secret: Secret,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
@@ -80,6 +84,11 @@ impl Config {
             task_queue: string("TEMPORAL_TASK_QUEUE", "emporium"),
             checkout_reservation: seconds("CHECKOUT_RESERVATION_SECS", 600)?,
             order_return_window: seconds("ORDER_RETURN_WINDOW_SECS", 30 * 24 * 3600)?,
+            flash_sale_admission_per_sec: match var("FLASH_SALE_ADMISSION_PER_SEC") {
+                Some(v) => v.parse::<u32>().context("FLASH_SALE_ADMISSION_PER_SEC must be a whole number (0 turns the waiting room off)")?.into(),
+                None => 2_000,
+            },
+            flash_sale_claim_ttl: seconds("FLASH_SALE_CLAIM_TTL_SECS", 120)?,
             jwt_secret,
             access_token_ttl: seconds("EMPORIUM_ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh_token_ttl: seconds("EMPORIUM_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,

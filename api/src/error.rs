@@ -34,6 +34,7 @@ pub enum ErrorCode {
     CartEmpty,
     InvalidReturn,
     InvalidShipment,
+    InvalidFlashSale,
     ReturnQuantityExceeded,
     ProductNotInOrder,
     // 401 / 403
@@ -49,6 +50,8 @@ pub enum ErrorCode {
     NotInWishlist,
     CheckoutNotFound,
     OrderNotFound,
+    SaleNotFound,
+    ClaimNotFound,
     MethodNotAllowed,
     EmailTaken,
     SkuTaken,
@@ -69,6 +72,13 @@ pub enum ErrorCode {
     ReturnWindowClosed,
     ReturnInProgress,
     NoReturnRequested,
+    SaleNotStarted,
+    SaleEnded,
+    SoldOut,
+    PurchaseLimitReached,
+    ClaimExpired,
+    // 429
+    RateLimited,
     // 402
     PaymentDeclined,
     PaymentFailed,
@@ -89,21 +99,23 @@ impl ErrorCode {
             | InvalidBrand | InvalidDescription | InvalidPrice | InvalidCurrency | InvalidQuantity
             | InvalidAttributes | InvalidName | InvalidSlug | InvalidPage | LimitTooLarge | EmptyUpdate
             | InvalidSession | InvalidIdempotencyKey | InvalidPaymentMethod | InvalidShippingAddress | CartEmpty
-            | InvalidReturn | InvalidShipment | ReturnQuantityExceeded | ProductNotInOrder => {
+            | InvalidReturn | InvalidShipment | ReturnQuantityExceeded | ProductNotInOrder | InvalidFlashSale => {
                 StatusCode::BAD_REQUEST
             }
             Unauthorized | InvalidCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             NotFound | ProductNotFound | CategoryNotFound | CartItemNotFound | NotInWishlist | CheckoutNotFound
-            | OrderNotFound => StatusCode::NOT_FOUND,
+            | OrderNotFound | SaleNotFound | ClaimNotFound => StatusCode::NOT_FOUND,
             PaymentDeclined | PaymentFailed => StatusCode::PAYMENT_REQUIRED,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             EmailTaken | SkuTaken | SlugTaken | InsufficientStock | LineLimitExceeded | CurrencyMismatch | OutOfStock
             | CheckoutExpired | CheckoutCancelled | CheckoutClosed | CheckoutNotReady | OrderAlreadyShipped
             | OrderAlreadyDelivered | OrderCancelled | OrderNotShipped | OrderNotDelivered | ReturnWindowClosed
-            | ReturnInProgress | NoReturnRequested => {
+            | ReturnInProgress | NoReturnRequested | SaleNotStarted | SaleEnded | SoldOut | PurchaseLimitReached
+            | ClaimExpired => {
                 StatusCode::CONFLICT
             }
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             UnknownCategory => StatusCode::UNPROCESSABLE_ENTITY,
@@ -149,6 +161,9 @@ pub enum ApiError {
     /// Well-formed, but refers to something that does not exist.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// Too many attempts; retry after the `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// Something went wrong on our side; the cause is logged, not returned.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -172,9 +187,16 @@ impl ApiError {
             StatusCode::NOT_FOUND => ApiError::NotFound(body),
             StatusCode::CONFLICT => ApiError::Conflict(body),
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(body),
+            StatusCode::TOO_MANY_REQUESTS => ApiError::TooManyRequests(body, 1),
             StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(body),
             _ => ApiError::Internal(body),
         }
+    }
+
+    /// 429 `rate_limited` with a `Retry-After` of whole seconds (at least one).
+    pub fn rate_limited(retry_after_ms: i64, message: impl Into<String>) -> Self {
+        let body = Json(ErrorBody { code: ErrorCode::RateLimited, message: message.into(), details: Some(serde_json::json!({ "retryAfterMs": retry_after_ms })) });
+        ApiError::TooManyRequests(body, (retry_after_ms.max(1) as u64).div_ceil(1000))
     }
 
     /// Logs the whole cause chain and returns a body that reveals nothing of it.

@@ -30,17 +30,17 @@ use crate::{
     orders::Orders,
     metrics::Metrics,
     routes::{
-        admin::AdminApi, admin_orders::AdminOrdersApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, checkout::CheckoutApi, ops::OpsApi,
+        admin::AdminApi, admin_orders::AdminOrdersApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, checkout::CheckoutApi, flash::FlashSalesApi, ops::OpsApi,
         orders::OrdersApi, wishlist::WishlistApi,
     },
     state::{AppState, TemporalGateway, redis_client},
 };
 
-pub type Apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, AdminOrdersApi, OpsApi);
+pub type Apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, FlashSalesApi, AdminApi, AdminOrdersApi, OpsApi);
 
 /// The OpenAPI service of every operation.
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
-    let apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, AdminOrdersApi, OpsApi);
+    let apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, FlashSalesApi, AdminApi, AdminOrdersApi, OpsApi);
     OpenApiService::new(apis, "Emporium", env!("CARGO_PKG_VERSION"))
         .description("Store backend: catalogue, carts, checkout, orders and flash sales.")
 }

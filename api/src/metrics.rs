@@ -3,13 +3,17 @@
 use std::time::Instant;
 
 use poem::{Endpoint, IntoResponse, Request, Response};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    flash_entries: IntCounterVec,
+    flash_queue: IntGaugeVec,
+    flash_units_sold: IntGaugeVec,
+    flash_claims_expired: IntGaugeVec,
 }
 
 impl Metrics {
@@ -27,9 +31,19 @@ impl Metrics {
             labels,
         )
         .expect("valid metric");
+        let flash_entries = IntCounterVec::new(Opts::new("flash_sale_entries_total", "Flash-sale entry attempts by outcome"), &["outcome"])
+            .expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["sale"]).expect("valid metric");
+        let flash_queue = gauge("flash_sale_queue_length", "Users in a flash sale's waiting room");
+        let flash_units_sold = gauge("flash_sale_units_sold", "Units of a flash sale paid for");
+        let flash_claims_expired = gauge("flash_sale_claims_expired", "Claims of a flash sale that expired unpaid");
         registry.register(Box::new(requests.clone())).expect("registered once");
         registry.register(Box::new(latency.clone())).expect("registered once");
-        Self { registry, requests, latency }
+        registry.register(Box::new(flash_entries.clone())).expect("registered once");
+        registry.register(Box::new(flash_queue.clone())).expect("registered once");
+        registry.register(Box::new(flash_units_sold.clone())).expect("registered once");
+        registry.register(Box::new(flash_claims_expired.clone())).expect("registered once");
+        Self { registry, requests, latency, flash_entries, flash_queue, flash_units_sold, flash_claims_expired }
     }
 
     pub fn render(&self) -> String {
@@ -38,6 +52,21 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("text encoding of gathered metrics cannot fail");
         String::from_utf8(buffer).expect("prometheus text is UTF-8")
+    }
+
+    pub fn flash_entry(&self, outcome: &str) {
+        self.flash_entries.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn flash_queue_length(&self, sale: uuid::Uuid, length: i64) {
+        self.flash_queue.with_label_values(&[sale.to_string().as_str()]).set(length);
+    }
+
+    /// Figures of a sale as Postgres has them (claims expire and units sell in the worker).
+    pub fn flash_sale_figures(&self, sale: uuid::Uuid, sold: i64, expired: i64) {
+        let sale = sale.to_string();
+        self.flash_units_sold.with_label_values(&[sale.as_str()]).set(sold);
+        self.flash_claims_expired.with_label_values(&[sale.as_str()]).set(expired);
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, started: Instant) {

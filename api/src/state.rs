@@ -3,11 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use fred::{
-    clients::Client as RedisClient,
-    interfaces::{ClientLike, EventInterface},
-    prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
-};
+use fred::clients::Client as RedisClient;
 use sea_orm::DatabaseConnection;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use tokio::sync::Mutex;
@@ -30,23 +26,7 @@ pub struct AppState {
 /// Builds a Redis client that connects in the background and keeps reconnecting, so the API
 /// starts (and reports itself not ready) while Redis is down.
 pub fn redis_client(url: &str) -> anyhow::Result<RedisClient> {
-    let config = RedisConfig::from_url(url).with_context(|| format!("REDIS_URL {url:?} is invalid"))?;
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-            c.internal_command_timeout = Duration::from_secs(2);
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = Duration::from_secs(2);
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-        .build()?;
-    client.on_error(|(err, server)| async move {
-        tracing::warn!(error = %err, server = ?server, "redis connection error");
-        Ok(())
-    });
-    client.connect();
-    Ok(client)
+    emporium_entities::redis::client(url).with_context(|| format!("REDIS_URL {url:?} is invalid"))
 }
 
 /// A Temporal client connected on first use, so the API starts while Temporal is down.

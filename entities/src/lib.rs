@@ -4,7 +4,9 @@
 
 pub mod db;
 pub mod entity;
+pub mod flash_redis;
 pub mod migration;
+pub mod redis;
 pub mod store;
 
 pub use migration::Migrator;

@@ -165,6 +165,7 @@ async fn main() {
                 amount_minor: reserved.totals.total_minor,
                 currency: reserved.totals.currency.clone(),
                 payment_method: "pm_card_visa".to_owned(),
+                flash_claim_id: None,
             };
             let ChargeResult::Charged { payment_id } = payments.charge_payment_now(charge).await.expect("charge") else {
                 panic!("declined")

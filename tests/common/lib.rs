@@ -69,6 +69,8 @@ pub fn test_config(database_url: &str) -> Config {
         task_queue: format!("test-{}", Uuid::new_v4().simple()),
         checkout_reservation: Duration::from_secs(600),
         order_return_window: Duration::from_secs(30 * 24 * 3600),
+        flash_sale_admission_per_sec: 2_000,
+        flash_sale_claim_ttl: Duration::from_secs(120),
         jwt_secret: Secret::new(format!("test-secret-{}", Uuid::new_v4())),
         access_token_ttl: Duration::from_secs(300),
         refresh_token_ttl: Duration::from_secs(3600),

@@ -3,6 +3,7 @@
 //! local stand-in (`stripe`, no services needed).
 
 mod checkout;
+mod flash;
 mod orders;
 mod probe;
 mod stripe;

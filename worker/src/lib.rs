@@ -10,11 +10,12 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use url::Url;
 
 use emporium_activities::{
-    CheckoutActivities, InventoryActivities, NotificationActivities, OrderActivities, PaymentActivities, PaymentGateway, SandboxGateway,
+    CheckoutActivities, FlashSaleActivities, InventoryActivities, NotificationActivities, OrderActivities, PaymentActivities, PaymentGateway, SandboxGateway,
     StripeGateway, SystemActivities, Webhook,
 };
 use emporium_workflows::{
     checkout::CheckoutWorkflow,
+    flash::{FlashSaleClaimWorkflow, FlashSaleWorkflow},
     order::OrderWorkflow,
     probe::WorkerProbeWorkflow,
     sweeper::{
@@ -28,6 +29,7 @@ use temporalio_client::schedules::{CreateScheduleOptions, ScheduleAction, Schedu
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub database_url: String,
+    pub redis_url: String,
     pub temporal_address: String,
     pub temporal_namespace: String,
     pub task_queue: String,
@@ -38,6 +40,7 @@ impl WorkerConfig {
         let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
         Self {
             database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/emporium"),
+            redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
             temporal_address: var("TEMPORAL_ADDRESS", "http://127.0.0.1:7233"),
             temporal_namespace: var("TEMPORAL_NAMESPACE", "emporium"),
             task_queue: var("TEMPORAL_TASK_QUEUE", "emporium"),
@@ -62,20 +65,29 @@ pub async fn connect_temporal(address: &str, namespace: &str, identity: &str) ->
 /// Everything the store's workflows and activities need at run time.
 pub struct WorkerDependencies {
     pub db: DatabaseConnection,
+    /// Flash sales' counters and claims.
+    pub redis: fred::clients::Client,
     pub gateway: Arc<dyn PaymentGateway>,
     /// Where notifications go; without one they are logged.
     pub webhook: Option<Webhook>,
 }
 
 impl WorkerDependencies {
-    /// The defaults: the sandbox payment gateway on the same database, notifications logged.
+    /// The defaults: the sandbox payment gateway on the same database, notifications logged,
+    /// Redis at `REDIS_URL` (or the local default).
     pub fn sandbox(db: DatabaseConnection) -> Self {
-        Self { gateway: Arc::new(SandboxGateway::new(db.clone())), db, webhook: None }
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let redis = emporium_entities::redis::client(&url).expect("REDIS_URL is a valid Redis URL");
+        Self::sandbox_with(db, redis)
+    }
+
+    pub fn sandbox_with(db: DatabaseConnection, redis: fred::clients::Client) -> Self {
+        Self { gateway: Arc::new(SandboxGateway::new(db.clone())), db, redis, webhook: None }
     }
 
     /// What the environment chooses: Stripe when `STRIPE_SECRET_KEY` is set, else the sandbox
     /// (see `stripe_gateway_from`); the webhook of `NOTIFICATION_WEBHOOK_URL` (see `webhook_from`).
-    pub fn from_env(db: DatabaseConnection) -> anyhow::Result<Self> {
+    pub fn from_env(db: DatabaseConnection, redis: fred::clients::Client) -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok();
         let webhook = webhook_from(var)?;
         match &webhook {
@@ -85,11 +97,11 @@ impl WorkerDependencies {
         let mut deps = match stripe_gateway_from(var)? {
             Some(stripe) => {
                 tracing::info!(api_base = stripe.api_base(), "payments go to Stripe");
-                Self { gateway: Arc::new(stripe), db, webhook: None }
+                Self { gateway: Arc::new(stripe), db, redis, webhook: None }
             }
             None => {
                 tracing::info!("STRIPE_SECRET_KEY is not set: payments go to the sandbox gateway");
-                Self::sandbox(db)
+                Self::sandbox_with(db, redis)
             }
         };
         deps.webhook = webhook;
@@ -132,11 +144,14 @@ pub fn worker_options(task_queue: &str, deps: WorkerDependencies) -> anyhow::Res
         .register_workflow::<WorkerProbeWorkflow>()?
         .register_workflow::<CheckoutWorkflow>()?
         .register_workflow::<OrderWorkflow>()?
+        .register_workflow::<FlashSaleWorkflow>()?
+        .register_workflow::<FlashSaleClaimWorkflow>()?
         .register_workflow::<ReservationSweeperWorkflow>()?
         .register_activities(SystemActivities::new(deps.db.clone()))
         .register_activities(InventoryActivities::new(deps.db.clone()))
         .register_activities(CheckoutActivities::new(deps.db.clone()))
         .register_activities(OrderActivities::new(deps.db.clone()))
+        .register_activities(FlashSaleActivities::new(deps.db.clone(), deps.redis))
         .register_activities(NotificationActivities::new(deps.db.clone(), deps.webhook))
         .register_activities(PaymentActivities::new(deps.db, deps.gateway))
         .build())

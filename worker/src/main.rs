@@ -21,7 +21,8 @@ async fn run() -> anyhow::Result<()> {
     let db = emporium_entities::db::connect_and_migrate(&config.database_url, 10)
         .await
         .with_context(|| format!("failed to open {}", emporium_entities::db::redact(&config.database_url)))?;
-    let deps = WorkerDependencies::from_env(db)?;
+    let redis = emporium_entities::redis::client(&config.redis_url).context("REDIS_URL is not a valid Redis URL")?;
+    let deps = WorkerDependencies::from_env(db, redis)?;
     let client = connect_temporal(&config.temporal_address, &config.temporal_namespace, "emporium-worker").await?;
     if ensure_sweeper_schedule(&client, &config.task_queue).await? {
         tracing::info!("reservation sweeper scheduled");

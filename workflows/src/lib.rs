@@ -3,6 +3,7 @@
 //! crate of ours, so a workflow cannot reach the database or the network by accident.
 
 pub mod checkout;
+pub mod flash;
 pub mod order;
 pub mod probe;
 pub mod sweeper;

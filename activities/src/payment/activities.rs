@@ -5,7 +5,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use uuid::Uuid;
 
-use emporium_entities::store::{checkouts, payments};
+use emporium_entities::store::{checkouts, payments::{self, Purchase}};
 use emporium_workflows::checkout::contract::{ChargeInput, ChargeResult, RESERVATION_LOST, RefundInput};
 
 use super::{ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest};
@@ -41,17 +41,25 @@ impl PaymentActivities {
 impl PaymentActivities {
     /// The work of `charge_payment`, callable without Temporal (the benchmark runs the saga this way).
     pub async fn charge_payment_now(&self, input: ChargeInput) -> Result<ChargeResult, ActivityError> {
-        let checkout_id = Uuid::parse_str(&input.checkout_id).map_err(|e| business_failure("invalid_input", e.to_string(), None::<()>))?;
-        let payment_exists = payments::find_by_key(&self.db, &input.idempotency_key).await?.is_some();
-        // The sweeper and this step serialise on the checkout's status: once it has expired the
-        // stock may be sold to someone else, so there must be no charge.
-        if !payment_exists && !checkouts::start_paying(&self.db, checkout_id).await? {
-            return Err(business_failure(RESERVATION_LOST, "the checkout no longer holds its stock".to_owned(), None::<()>));
-        }
+        let parse = |raw: &str| Uuid::parse_str(raw).map_err(|e| business_failure("invalid_input", e.to_string(), None::<()>));
+        let purchase = match &input.flash_claim_id {
+            // the claim is PAYING already (BeginClaimPayment), so its expiry cannot race this
+            Some(claim_id) => Purchase::FlashClaim(parse(claim_id)?),
+            None => {
+                let checkout_id = parse(&input.checkout_id)?;
+                let payment_exists = payments::find_by_key(&self.db, &input.idempotency_key).await?.is_some();
+                // The sweeper and this step serialise on the checkout's status: once it has
+                // expired the stock may be sold to someone else, so there must be no charge.
+                if !payment_exists && !checkouts::start_paying(&self.db, checkout_id).await? {
+                    return Err(business_failure(RESERVATION_LOST, "the checkout no longer holds its stock".to_owned(), None::<()>));
+                }
+                Purchase::Checkout(checkout_id)
+            }
+        };
         let payment = payments::begin_charge(
             &self.db,
             &input.idempotency_key,
-            Some(checkout_id),
+            purchase,
             input.amount_minor,
             &input.currency,
             self.gateway.name(),
@@ -72,7 +80,10 @@ impl PaymentActivities {
             amount_minor: input.amount_minor,
             currency: input.currency.clone(),
             payment_method: input.payment_method.clone(),
-            description: format!("Emporium checkout {}", input.checkout_id),
+            description: match &input.flash_claim_id {
+                Some(claim_id) => format!("Emporium flash sale claim {claim_id}"),
+                None => format!("Emporium checkout {}", input.checkout_id),
+            },
         };
         match self.gateway.charge(&request).await {
             Ok(ChargeOutcome::Succeeded { reference }) => {

@@ -87,7 +87,7 @@ struct Checkout {
 
 /// A failure as clients may see it: machine codes (`card_declined`) pass, anything else (an
 /// internal message) becomes `internal_error`; operators find the detail in the workflow.
-fn public_failure(failure: String) -> String {
+pub(crate) fn public_failure(failure: String) -> String {
     if !failure.is_empty() && failure.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         failure
     } else {
@@ -143,7 +143,7 @@ struct ShippingAddress {
 
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
-struct SubmitPayment {
+pub(crate) struct SubmitPayment {
     /// A payment-method token such as `pm_card_visa` (never card numbers).
     payment_method: String,
     shipping_address: ShippingAddress,
@@ -193,7 +193,7 @@ fn field(value: &str, name: &str, max: usize) -> ApiResult<String> {
     Ok(value.to_owned())
 }
 
-fn payment_request(body: SubmitPayment) -> ApiResult<PaymentRequest> {
+pub(crate) fn payment_request(body: SubmitPayment) -> ApiResult<PaymentRequest> {
     let method = body.payment_method.trim();
     let method_ok = !method.is_empty() && method.len() <= 100 && method.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !method_ok {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cart;
 pub mod catalog;
 pub mod checkout;
+pub mod flash;
 pub mod ops;
 pub mod orders;
 pub mod wishlist;
@@ -29,6 +30,8 @@ pub enum ApiTags {
     Checkout,
     /// Orders of the signed-in user
     Orders,
+    /// Flash sales: entry, waiting room, claims
+    FlashSales,
     /// Catalogue management (admin role)
     Admin,
     /// Health, readiness and metrics

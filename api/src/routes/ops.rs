@@ -123,6 +123,15 @@ impl OpsApi {
     /// Prometheus metrics.
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(&self, state: Data<&AppState>) -> MetricsResponse {
+        // Flash-sale units sold and claims expired happen in the worker; Postgres has them.
+        match emporium_entities::store::flash_sales::recent_figures(&state.db).await {
+            Ok(figures) => {
+                for (sale, f) in figures {
+                    state.metrics.flash_sale_figures(sale, f.paid, f.expired);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "flash-sale figures unavailable for /metrics"),
+        }
         MetricsResponse::Ok(PlainText(state.metrics.render()))
     }
 }

@@ -153,6 +153,42 @@ pub async fn restock_sold(tx: &DatabaseTransaction, lines: &[ReserveLine]) -> Re
     Ok(())
 }
 
+/// Sets `quantity` units of a product aside for `owner` (a flash sale) until `expires_at`;
+/// `Ok(None)` with the units available when there are not enough.
+pub async fn set_aside(
+    tx: &DatabaseTransaction,
+    owner: &str,
+    product_id: i64,
+    quantity: i32,
+    expires_at: DateTime<Utc>,
+) -> Result<Result<(), i32>, StoreError> {
+    let short = reserve_lines(tx, owner, vec![ReserveLine { product_id, quantity }], expires_at).await?;
+    Ok(match short.first() {
+        Some(s) => Err(s.available),
+        None => Ok(()),
+    })
+}
+
+/// Sells `quantity` of the units set aside for `owner`: reserved → sold, and the reservation
+/// shrinks (or ends CONFIRMED when nothing is left of it).
+pub async fn sell_set_aside(tx: &DatabaseTransaction, owner: &str, product_id: i64, quantity: i32) -> Result<(), StoreError> {
+    let updated = tx
+        .execute_raw(stmt(
+            "UPDATE inventory_reservations SET \
+             status = CASE WHEN quantity = $3 THEN 'CONFIRMED' ELSE status END, \
+             quantity = CASE WHEN quantity = $3 THEN quantity ELSE quantity - $3 END, updated_at = now() \
+             WHERE owner = $1 AND product_id = $2 AND status = 'RESERVED' AND quantity >= $3",
+            vec![owner.into(), product_id.into(), quantity.into()],
+        ))
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::NotFound);
+    }
+    move_stock(tx, product_id, (0, -quantity, quantity), None).await?.ok_or(StoreError::NotFound)?;
+    Ok(())
+}
+
 /// How long past its expiry a reservation of a checkout that is being paid is left alone: the
 /// charge may still succeed. After that it counts as abandoned too (a charge that succeeds even
 /// later finds the stock gone and is refunded).

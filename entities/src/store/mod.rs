@@ -3,6 +3,7 @@
 pub mod carts;
 pub mod catalog;
 pub mod checkouts;
+pub mod flash_sales;
 pub mod inventory;
 pub mod notifications;
 pub mod orders;

@@ -22,7 +22,8 @@ pub struct NewOrderItem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOrder {
     pub user_id: Uuid,
-    pub checkout_id: Uuid,
+    /// What was bought through: a checkout or a flash-sale claim.
+    pub source: super::payments::Purchase,
     pub payment_id: Uuid,
     pub currency: String,
     pub subtotal_minor: i64,
@@ -46,19 +47,24 @@ pub async fn order_of_checkout<C: ConnectionTrait>(db: &C, checkout_id: Uuid) ->
 /// payment, inside the caller's transaction.
 pub async fn insert_order(tx: &DatabaseTransaction, order: &NewOrder) -> Result<Uuid, StoreError> {
     let id = Uuid::now_v7();
+    let (checkout_id, flash_claim_id, source) = match order.source {
+        super::payments::Purchase::Checkout(c) => (Some(c), None, serde_json::json!({ "checkoutId": c })),
+        super::payments::Purchase::FlashClaim(c) => (None, Some(c), serde_json::json!({ "flashClaimId": c })),
+    };
     tx.execute_raw(stmt(
-        "INSERT INTO orders (id, user_id, checkout_id, status, currency, subtotal_minor, tax_minor, shipping_minor, \
-         total_minor, shipping_address) VALUES ($1, $2, $3, 'PLACED', $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO orders (id, user_id, checkout_id, flash_claim_id, status, currency, subtotal_minor, tax_minor, shipping_minor, \
+         total_minor, shipping_address) VALUES ($1, $2, $3, $10, 'PLACED', $4, $5, $6, $7, $8, $9)",
         vec![
             id.into(),
             order.user_id.into(),
-            order.checkout_id.into(),
+            checkout_id.into(),
             order.currency.clone().into(),
             order.subtotal_minor.into(),
             order.tax_minor.into(),
             order.shipping_minor.into(),
             order.total_minor.into(),
             order.shipping_address.clone().into(),
+            flash_claim_id.into(),
         ],
     ))
     .await?;
@@ -80,11 +86,11 @@ pub async fn insert_order(tx: &DatabaseTransaction, order: &NewOrder) -> Result<
     }
     tx.execute_raw(stmt(
         "INSERT INTO order_events (order_id, kind, data, dedupe_key) VALUES \
-         ($1, 'ORDER_CREATED', jsonb_build_object('checkoutId', $2::text), $3), \
+         ($1, 'ORDER_CREATED', $2, $3), \
          ($1, 'PAYMENT_CONFIRMED', jsonb_build_object('paymentId', $4::text, 'amount', $5::bigint), $6)",
         vec![
             id.into(),
-            order.checkout_id.to_string().into(),
+            source.into(),
             format!("{id}:created").into(),
             order.payment_id.to_string().into(),
             order.total_minor.into(),

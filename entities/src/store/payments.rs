@@ -27,19 +27,38 @@ pub struct Payment {
 const COLUMNS: &str = "id, checkout_id, idempotency_key, amount_minor, refunded_minor, currency, status, gateway, \
     gateway_reference, failure_code, failure_message";
 
+/// What a payment pays for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purchase {
+    Checkout(Uuid),
+    FlashClaim(Uuid),
+}
+
 /// The payment for `idempotency_key`, created PROCESSING if it does not exist yet.
 pub async fn begin_charge<C: ConnectionTrait>(
     db: &C,
     idempotency_key: &str,
-    checkout_id: Option<Uuid>,
+    purchase: Purchase,
     amount_minor: i64,
     currency: &str,
     gateway: &str,
 ) -> Result<Payment, StoreError> {
+    let (checkout_id, flash_claim_id) = match purchase {
+        Purchase::Checkout(id) => (Some(id), None),
+        Purchase::FlashClaim(id) => (None, Some(id)),
+    };
     db.execute_raw(stmt(
-        "INSERT INTO payments (id, checkout_id, idempotency_key, amount_minor, currency, status, gateway) \
-         VALUES ($1, $2, $3, $4, $5, 'PROCESSING', $6) ON CONFLICT (idempotency_key) DO NOTHING",
-        vec![Uuid::now_v7().into(), checkout_id.into(), idempotency_key.into(), amount_minor.into(), currency.into(), gateway.into()],
+        "INSERT INTO payments (id, checkout_id, flash_claim_id, idempotency_key, amount_minor, currency, status, gateway) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'PROCESSING', $7) ON CONFLICT (idempotency_key) DO NOTHING",
+        vec![
+            Uuid::now_v7().into(),
+            checkout_id.into(),
+            flash_claim_id.into(),
+            idempotency_key.into(),
+            amount_minor.into(),
+            currency.into(),
+            gateway.into(),
+        ],
     ))
     .await?;
     Payment::find_by_statement(stmt(&format!("SELECT {COLUMNS} FROM payments WHERE idempotency_key = $1"), vec![idempotency_key.into()]))

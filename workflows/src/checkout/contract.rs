@@ -218,6 +218,10 @@ pub struct ChargeInput {
     pub amount_minor: i64,
     pub currency: String,
     pub payment_method: String,
+    /// Set when paying for a flash-sale claim (then `checkout_id` is empty): the claim's
+    /// PAYING status, not the checkout's, guards the charge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flash_claim_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -207,6 +207,7 @@ impl CheckoutWorkflow {
             amount_minor: totals.total_minor,
             currency: totals.currency.clone(),
             payment_method: payment.payment_method.clone(),
+            flash_claim_id: None,
         };
         let payment_id = match ctx.execute_activity(ChargePayment, charge, charge_step()).await {
             Ok(ChargeResult::Charged { payment_id }) => payment_id,

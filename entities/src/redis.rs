@@ -1,0 +1,31 @@
+//! The Redis client the API and the worker share.
+
+use std::time::Duration;
+
+use fred::{
+    clients::Client as RedisClient,
+    interfaces::{ClientLike, EventInterface},
+    prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
+};
+
+/// Builds a Redis client that connects in the background and keeps reconnecting, so a process
+/// starts (and reports itself not ready) while Redis is down.
+pub fn client(url: &str) -> Result<RedisClient, fred::error::Error> {
+    let config = RedisConfig::from_url(url)?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(2);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build()?;
+    client.on_error(|(err, server)| async move {
+        tracing::warn!(error = %err, server = ?server, "redis connection error");
+        Ok(())
+    });
+    client.connect();
+    Ok(client)
+}

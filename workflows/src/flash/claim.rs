@@ -1,0 +1,246 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use temporalio_common::{RetryPolicy, error::IncomingError, search_attributes::SearchAttributes};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, ChildWorkflowOptions, LocalActivityOptions, ParentClosePolicy, WorkflowContext,
+    WorkflowContextView, WorkflowResult, workflows::select,
+};
+
+use super::contract::*;
+use crate::{
+    checkout::contract::{ChargeInput, ChargePayment, ChargeResult, RefundInput, RefundPayment},
+    order::{
+        OrderWorkflow,
+        contract::{CUSTOMER_ID, ORDER_STATUS, OrderInput, OrderLine, OrderStatus, OrderTotals, workflow_id as order_workflow_id},
+    },
+};
+
+type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One won unit: held until the buyer pays (a workflow update, answered with the order) or the
+/// claim expires, when the unit goes back to the counter for the next buyer. Paying charges
+/// and creates the order with the same activities as a checkout.
+#[workflow]
+#[derive(Default)]
+pub struct FlashSaleClaimWorkflow {
+    view: ClaimView,
+    payment: Option<PaymentRequest>,
+    outcome: Option<PaymentOutcome>,
+}
+
+fn database_step() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(15))
+        .schedule_to_close_timeout(Duration::from_secs(365 * 24 * 3600))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(200))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(10))
+                .non_retryable_error_types(["invalid_input", "claim_not_found"])
+                .build(),
+        )
+        .build()
+}
+
+/// As in checkout: retried until the provider answers; the idempotency key makes every retry
+/// the same charge.
+fn charge_step() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(500))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(10))
+                .build(),
+        )
+        .build()
+}
+
+fn refund_step() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(60))
+                .build(),
+        )
+        .build()
+}
+
+fn reason_of(err: &ActivityExecutionError) -> String {
+    if let Some(IncomingError::Application(app)) = err.cause() {
+        return app.type_name().unwrap_or("activity_failed").to_owned();
+    }
+    if let Some(info) = err.failure().and_then(|f| f.maybe_application_failure()).filter(|i| !i.r#type.is_empty()) {
+        return info.r#type.clone();
+    }
+    format!("activity_failed: {}", err.failure().map_or_else(|| err.to_string(), |f| f.message.clone()))
+}
+
+fn claim_ref(view: &ClaimView) -> ClaimRef {
+    ClaimRef { sale_id: view.sale_id.clone(), user_id: view.user_id.clone(), claim_id: view.claim_id.clone() }
+}
+
+/// Ends the claim without an order: its unit goes back, waiting updates get `outcome`.
+async fn release(ctx: &WorkflowContext<FlashSaleClaimWorkflow>, stage: ClaimStage, outcome: PaymentOutcome, even_paying: bool) -> WorkflowResult<()> {
+    let claim = ctx.state(|s| claim_ref(&s.view));
+    ctx.execute_local_activity(ReleaseClaim, ReleaseClaimInput { claim, even_paying }, database_step()).await?;
+    ctx.state_mut(|s| {
+        s.view.stage = stage;
+        s.outcome = Some(outcome);
+    });
+    Ok(())
+}
+
+#[workflow_methods]
+impl FlashSaleClaimWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: ClaimInput) -> WorkflowResult<ClaimView> {
+        ctx.state_mut(|s| {
+            s.view = ClaimView {
+                claim_id: input.claim_id.clone(),
+                sale_id: input.sale_id.clone(),
+                user_id: input.user_id.clone(),
+                stage: ClaimStage::Held,
+                expires_at_ms: input.expires_at_ms,
+                order: None,
+                failure: None,
+            };
+        });
+        let now = ctx.workflow_time().unwrap_or(UNIX_EPOCH).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let hold = Duration::from_millis(input.expires_at_ms.saturating_sub(now).max(1));
+        let expired = select! {
+            _ = ctx.wait_condition(|s| s.payment.is_some()) => false,
+            _ = ctx.timer(hold) => true,
+        };
+        let payment = ctx.state(|s| s.payment.clone());
+        let Some(payment) = payment.filter(|_| !expired) else {
+            release(ctx, ClaimStage::Expired, PaymentOutcome::Expired, false).await?;
+            return Self::finish(ctx).await;
+        };
+
+        ctx.state_mut(|s| s.view.stage = ClaimStage::Paying);
+        let claim = ctx.state(|s| claim_ref(&s.view));
+        let purchase = match ctx.execute_local_activity(BeginClaimPayment, claim.clone(), database_step()).await? {
+            BeginPayment::Ready { purchase } => purchase,
+            BeginPayment::Expired => {
+                release(ctx, ClaimStage::Expired, PaymentOutcome::Expired, false).await?;
+                return Self::finish(ctx).await;
+            }
+        };
+        let charge = ChargeInput {
+            checkout_id: String::new(),
+            idempotency_key: charge_key(&input.claim_id),
+            amount_minor: purchase.total_minor,
+            currency: purchase.currency.clone(),
+            payment_method: payment.payment_method.clone(),
+            flash_claim_id: Some(input.claim_id.clone()),
+        };
+        let payment_id = match ctx.execute_activity(ChargePayment, charge, charge_step()).await {
+            Ok(ChargeResult::Charged { payment_id }) => payment_id,
+            Ok(ChargeResult::Declined { code, message }) => {
+                ctx.state_mut(|s| s.view.failure = Some(code.clone()));
+                release(ctx, ClaimStage::Declined, PaymentOutcome::Declined { code, message }, true).await?;
+                return Self::finish(ctx).await;
+            }
+            Err(err) => {
+                let reason = reason_of(&err);
+                ctx.state_mut(|s| s.view.failure = Some(reason.clone()));
+                release(ctx, ClaimStage::Failed, PaymentOutcome::Failed { reason }, true).await?;
+                return Self::finish(ctx).await;
+            }
+        };
+        let create = CreateClaimOrderInput {
+            claim: claim.clone(),
+            payment_id: payment_id.clone(),
+            purchase: purchase.clone(),
+            shipping_address: payment.shipping_address,
+        };
+        let order = match ctx.execute_local_activity(CreateClaimOrder, create, database_step()).await {
+            Ok(order) => order,
+            Err(err) => {
+                // charged but no order: refund, then the unit goes back
+                let reason = reason_of(&err);
+                let refund = RefundInput {
+                    payment_id,
+                    idempotency_key: refund_key(&input.claim_id),
+                    reason: "claim_order_failed".to_owned(),
+                    amount_minor: None,
+                };
+                ctx.execute_activity(RefundPayment, refund, refund_step()).await?;
+                ctx.state_mut(|s| s.view.failure = Some(reason.clone()));
+                release(ctx, ClaimStage::Failed, PaymentOutcome::Failed { reason }, true).await?;
+                return Self::finish(ctx).await;
+            }
+        };
+        ctx.state_mut(|s| {
+            s.view.stage = ClaimStage::Paid;
+            s.view.order = Some(order.clone());
+            s.outcome = Some(PaymentOutcome::Paid { order: order.clone() });
+        });
+
+        // the order's own workflow takes over, as after a checkout
+        let order_input = OrderInput {
+            order_id: order.order_id.clone(),
+            user_id: input.user_id.clone(),
+            payment_id: order.payment_id.clone(),
+            lines: vec![OrderLine { product_id: purchase.product_id, quantity: purchase.quantity, unit_price_minor: purchase.unit_price_minor }],
+            totals: OrderTotals {
+                currency: purchase.currency,
+                subtotal_minor: purchase.subtotal_minor,
+                tax_minor: purchase.tax_minor,
+                shipping_minor: purchase.shipping_minor,
+                total_minor: purchase.total_minor,
+            },
+            return_window_secs: input.return_window_secs,
+        };
+        let options = ChildWorkflowOptions::builder()
+            .workflow_id(order_workflow_id(&order.order_id))
+            .parent_close_policy(ParentClosePolicy::Abandon)
+            .search_attributes(SearchAttributes::new([
+                CUSTOMER_ID.value_set(input.user_id.clone()),
+                ORDER_STATUS.value_set(OrderStatus::Placed.as_str().to_owned()),
+            ]))
+            .build();
+        if let Err(err) = ctx.start_child_workflow(OrderWorkflow::run, order_input, options).await {
+            ctx.state_mut(|s| s.view.failure = Some(format!("order workflow not started: {err}")));
+        }
+        Self::finish(ctx).await
+    }
+
+    async fn finish(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ClaimView> {
+        let handlers = ctx.clone();
+        ctx.wait_condition(move |_| handlers.all_handlers_finished()).await?;
+        Ok(ctx.state(|s| s.view.clone()))
+    }
+
+    #[query(name = "status")]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> ClaimView {
+        self.view.clone()
+    }
+
+    #[update_validator(submit_payment)]
+    fn validate_submit_payment(&self, _ctx: &WorkflowContextView, _input: &PaymentRequest) -> Result<(), HandlerError> {
+        match self.view.stage {
+            ClaimStage::Expired => Err(REFUSAL_CLAIM_EXPIRED.into()),
+            ClaimStage::Held | ClaimStage::Paying | ClaimStage::Paid => Ok(()),
+            _ if self.outcome.is_some() => Ok(()),
+            _ => Err(REFUSAL_CLAIM_CLOSED.into()),
+        }
+    }
+
+    /// Pays for the claimed unit; a second submission gets the answer of the first.
+    #[update(name = "submit_payment")]
+    pub async fn submit_payment(ctx: &mut WorkflowContext<Self>, input: PaymentRequest) -> Result<PaymentOutcome, HandlerError> {
+        ctx.state_mut(|s| {
+            if s.payment.is_none() && s.view.stage == ClaimStage::Held {
+                s.payment = Some(input);
+            }
+        });
+        ctx.wait_condition(|s| s.outcome.is_some()).await?;
+        Ok(ctx.state(|s| s.outcome.clone()).unwrap_or(PaymentOutcome::Failed { reason: "no outcome".to_owned() }))
+    }
+}
