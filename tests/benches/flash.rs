@@ -1,0 +1,217 @@
+//! Flash-sale entry benchmark: entries per second and latency over HTTP with many concurrent
+//! clients (one Lua script in Redis per entry, Postgres only for winners), next to a plain
+//! Postgres row-lock design (`UPDATE … SET remaining = remaining - 1 WHERE remaining > 0` per
+//! entry) on the same machine in the same run. Asserts exactly N winners for N units.
+//!
+//!     scripts/bench.sh flash            (CLIENTS=256 ENTRIES=100000 UNITS=1000 by default)
+//!
+//! The row-lock side is measured straight against Postgres (no HTTP, no JWT), which flatters it.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use serde_json::json;
+use uuid::Uuid;
+
+use emporium_api::auth::TokenService;
+use emporium_entities::entity::users::Role;
+use emporium_tests::{TestApp, spawn_app_with, worker::{TestWorker, unique_task_queue}};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Figures {
+    entries: usize,
+    winners: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Figures {
+    fn per_second(&self) -> f64 {
+        self.entries as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self, name: &str) {
+        println!(
+            "{name:<34} {:>7} entries  {:>5} winners  {:>9.0} entries/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+            self.entries,
+            self.winners,
+            self.per_second(),
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3
+        );
+    }
+}
+
+fn figures(mut latencies: Vec<Duration>, winners: usize, elapsed: Duration) -> Figures {
+    latencies.sort();
+    let at = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
+    Figures { entries: latencies.len(), winners, elapsed, p50: at(0.50), p99: at(0.99) }
+}
+
+/// `n` customers inserted straight into Postgres (hashing n passwords would take minutes), with
+/// access tokens minted by the app's token service.
+async fn customers(app: &TestApp, n: usize) -> Vec<String> {
+    let tag = Uuid::new_v4().simple().to_string();
+    app.db()
+        .execute_unprepared(&format!(
+            "INSERT INTO users (id, email, password_hash, role) \
+             SELECT gen_random_uuid(), 'bench-' || i || '-{tag}@example.com', 'not-a-hash', 'customer' FROM generate_series(1, {n}) i"
+        ))
+        .await
+        .expect("insert customers");
+    let ids: Vec<Uuid> = app
+        .db()
+        .query_all_raw(Statement::from_string(DbBackend::Postgres, format!("SELECT id FROM users WHERE email LIKE '%-{tag}@example.com'")))
+        .await
+        .expect("customer ids")
+        .iter()
+        .map(|row| row.try_get("", "id").unwrap())
+        .collect();
+    let tokens = TokenService::new(&app.config.jwt_secret, Duration::from_secs(3600), Duration::from_secs(3600));
+    ids.into_iter().map(|id| tokens.issue_pair(id, Role::Customer).expect("token").access_token).collect()
+}
+
+async fn redis_design(app: &TestApp, admin: &str, clients: usize, entries: usize, units: usize) -> Figures {
+    let category = app.create_category(admin, "Bench flash", None).await;
+    let product = app.create_product(admin, category, &format!("BENCH-FLASH-{}", Uuid::new_v4().simple()), 9_999, units as i64).await["id"]
+        .as_i64()
+        .unwrap();
+    let created = app
+        .post(
+            "/admin/flash-sales",
+            Some(admin),
+            json!({
+                "productId": product, "price": { "amount": 999, "currency": "USD" }, "quantity": units,
+                "startsAt": Utc::now().to_rfc3339(), "endsAt": (Utc::now() + chrono::Duration::minutes(30)).to_rfc3339(),
+                "perUserLimit": 1, "admissionPerSecond": 0,
+            }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let sale = created.body["id"].as_str().unwrap().to_owned();
+    // five attempts each, the most the rate limit allows: a stampede of distinct users
+    let tokens = Arc::new(customers(app, entries.div_ceil(5)).await);
+    let next = Arc::new(AtomicUsize::new(0));
+    let winners = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks = (0..clients).map(|_| {
+        let (client, base, sale, tokens, next, winners) =
+            (app.client.clone(), app.address.clone(), sale.clone(), tokens.clone(), next.clone(), winners.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= entries {
+                    return latencies;
+                }
+                let token = &tokens[i % tokens.len()];
+                let sent = Instant::now();
+                let response = client.post(format!("{base}/flash-sales/{sale}/enter")).bearer_auth(token).send().await.expect("entry");
+                let status = response.status();
+                let body = response.bytes().await.unwrap_or_default();
+                latencies.push(sent.elapsed());
+                match status {
+                    StatusCode::OK => {
+                        winners.fetch_add(1, Ordering::Relaxed);
+                    }
+                    StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS => {}
+                    other => panic!("entry answered {other}: {}", String::from_utf8_lossy(&body)),
+                }
+            }
+        })
+    });
+    let mut all = Vec::with_capacity(entries);
+    for task in futures::future::join_all(tasks).await {
+        all.extend(task.expect("client"));
+    }
+    let elapsed = started.elapsed();
+    let claims: i64 = app
+        .db()
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE sale_id = '{sale}'")))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    // repeated entries of a winner return their claim (200 again); count distinct claims
+    assert_eq!(claims as usize, units, "exactly N claims for N units");
+    figures(all, claims as usize, elapsed)
+}
+
+async fn row_lock_design(app: &TestApp, clients: usize, entries: usize, units: usize) -> Figures {
+    let db = app.db().clone();
+    db.execute_unprepared(&format!(
+        "CREATE TABLE IF NOT EXISTS bench_row_lock_sales (id int PRIMARY KEY, remaining int NOT NULL); \
+         INSERT INTO bench_row_lock_sales VALUES (1, {units}) ON CONFLICT (id) DO UPDATE SET remaining = {units}"
+    ))
+    .await
+    .expect("row-lock table");
+    let next = Arc::new(AtomicUsize::new(0));
+    let winners = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks = (0..clients).map(|_| {
+        let (db, next, winners) = (db.clone(), next.clone(), winners.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < entries {
+                let sent = Instant::now();
+                let won = db
+                    .execute_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        "UPDATE bench_row_lock_sales SET remaining = remaining - 1 WHERE id = 1 AND remaining > 0",
+                    ))
+                    .await
+                    .expect("row-lock entry")
+                    .rows_affected();
+                latencies.push(sent.elapsed());
+                if won == 1 {
+                    winners.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            latencies
+        })
+    });
+    let mut all = Vec::with_capacity(entries);
+    for task in futures::future::join_all(tasks).await {
+        all.extend(task.expect("client"));
+    }
+    let elapsed = started.elapsed();
+    let won = winners.load(Ordering::Relaxed);
+    assert_eq!(won, units, "exactly N winners for N units");
+    figures(all, won, elapsed)
+}
+
+#[tokio::main]
+async fn main() {
+    let clients = env_or("CLIENTS", 256);
+    let entries = env_or("ENTRIES", 100_000);
+    let units = env_or("UNITS", 1_000);
+    let queue = unique_task_queue();
+    let q = queue.clone();
+    let app = spawn_app_with(move |config| {
+        config.task_queue = q;
+        config.database_max_connections = 40;
+    })
+    .await;
+    let _worker = TestWorker::start(&queue, app.db().clone());
+    let admin = app.admin_token().await;
+    println!("flash-sale entry: {clients} concurrent clients, {entries} entries, {units} units, API and load in one process");
+
+    let redis = redis_design(&app, &admin, clients, entries, units).await;
+    redis.print("Redis Lua admission (HTTP)");
+    let row_lock = row_lock_design(&app, clients, entries, units).await;
+    row_lock.print("Postgres row lock (direct SQL)");
+    println!("ratio: {:.1}x the entries/s of the row-lock design", redis.per_second() / row_lock.per_second());
+}
