@@ -32,6 +32,11 @@ pub enum ErrorCode {
     InvalidPaymentMethod,
     InvalidShippingAddress,
     CartEmpty,
+    InvalidSort,
+    InvalidPriceRange,
+    PageTooDeep,
+    QueryTooLong,
+    TooManyBrands,
     // 401 / 403
     Unauthorized,
     InvalidCredentials,
@@ -76,7 +81,8 @@ impl ErrorCode {
             InvalidBody | InvalidParameter | InvalidEmail | InvalidPassword | InvalidSku | InvalidTitle
             | InvalidBrand | InvalidDescription | InvalidPrice | InvalidCurrency | InvalidQuantity
             | InvalidAttributes | InvalidName | InvalidSlug | InvalidPage | LimitTooLarge | EmptyUpdate
-            | InvalidSession | InvalidIdempotencyKey | InvalidPaymentMethod | InvalidShippingAddress | CartEmpty => {
+            | InvalidSession | InvalidIdempotencyKey | InvalidPaymentMethod | InvalidShippingAddress | CartEmpty
+            | InvalidSort | InvalidPriceRange | PageTooDeep | QueryTooLong | TooManyBrands => {
                 StatusCode::BAD_REQUEST
             }
             Unauthorized | InvalidCredentials | InvalidToken => StatusCode::UNAUTHORIZED,

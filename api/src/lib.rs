@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod routes;
+pub mod search;
 pub mod state;
 
 use std::sync::Arc;
@@ -29,16 +30,21 @@ use crate::{
     metrics::Metrics,
     routes::{
         admin::AdminApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, checkout::CheckoutApi, ops::OpsApi,
-        orders::OrdersApi, wishlist::WishlistApi,
+        orders::OrdersApi, search::SearchApi, wishlist::WishlistApi,
     },
+    search::SearchService,
     state::{AppState, TemporalGateway, redis_client},
 };
 
-pub type Apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, OpsApi);
+pub type Apis = (AuthApi, CatalogApi, SearchApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, OpsApi);
 
 /// The OpenAPI service of every operation.
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, OpsApi), "Emporium", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new(
+        (AuthApi, CatalogApi, SearchApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, AdminApi, OpsApi),
+        "Emporium",
+        env!("CARGO_PKG_VERSION"),
+    )
         .description("Store backend: catalogue, carts, checkout, orders and flash sales.")
 }
 
@@ -47,6 +53,11 @@ pub fn openapi_json() -> String {
     let mut spec = openapi_service().spec();
     spec.push('\n');
     spec
+}
+
+/// Chooses ring as rustls' crypto (the OpenSearch client's TLS), once per process.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A bound, not yet serving, application.
@@ -60,6 +71,7 @@ impl Application {
     /// Connects to the stores, migrates, ensures the admin account and binds the port.
     /// Redis and Temporal may be down: readiness says so, the process still starts.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        install_crypto_provider();
         let db = emporium_entities::db::connect_and_migrate(&config.database_url, config.database_max_connections)
             .await
             .with_context(|| format!("failed to open {}", emporium_entities::db::redact(&config.database_url)))?;
@@ -73,13 +85,17 @@ impl Application {
         let redis = redis_client(&config.redis_url)?;
         let temporal = TemporalGateway::new(&config.temporal_address, &config.temporal_namespace);
         let cart_events = CartEvents::start(&config.redis_url, redis.clone())?;
+        let metrics = Metrics::new();
+        let search = SearchService::open(&config.search, db.clone(), redis.clone(), metrics.clone())
+            .context("failed to open the search index")?;
         let state = AppState {
             carts: CartService::new(db.clone(), redis.clone(), cart_events),
             redis,
             checkouts: Checkouts::new(db.clone(), temporal.clone(), config.task_queue.clone(), config.checkout_reservation),
             temporal,
             tokens: TokenService::new(&config.jwt_secret, config.access_token_ttl, config.refresh_token_ttl),
-            metrics: Metrics::new(),
+            metrics,
+            search,
             db,
             config: Arc::new(config),
         };
@@ -99,12 +115,21 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// The search service (tests watch its indexer).
+    pub fn search(&self) -> &SearchService {
+        &self.state.search
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests. The search indexer runs
+    /// alongside: it builds the index if there is none, then follows the outbox.
     pub async fn run_until<F: Future<Output = ()> + Send>(self, shutdown: F) -> std::io::Result<()> {
+        let indexer = tokio::spawn(self.state.search.indexer().clone().run());
         let app = routes(self.state);
-        Server::new_with_acceptor(self.acceptor)
+        let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(std::time::Duration::from_secs(10)))
-            .await
+            .await;
+        indexer.abort();
+        served
     }
 }
 

@@ -10,6 +10,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    search_cache: IntCounterVec,
 }
 
 impl Metrics {
@@ -27,9 +28,18 @@ impl Metrics {
             labels,
         )
         .expect("valid metric");
+        let search_cache = IntCounterVec::new(
+            Opts::new("search_cache_requests_total", "Search cache lookups by result (hit or miss)"),
+            &["result"],
+        )
+        .expect("valid metric");
+        // both series exist from the start, so a dashboard sees 0 rather than nothing
+        search_cache.with_label_values(&["hit"]);
+        search_cache.with_label_values(&["miss"]);
         registry.register(Box::new(requests.clone())).expect("registered once");
         registry.register(Box::new(latency.clone())).expect("registered once");
-        Self { registry, requests, latency }
+        registry.register(Box::new(search_cache.clone())).expect("registered once");
+        Self { registry, requests, latency, search_cache }
     }
 
     pub fn render(&self) -> String {
@@ -38,6 +48,11 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("text encoding of gathered metrics cannot fail");
         String::from_utf8(buffer).expect("prometheus text is UTF-8")
+    }
+
+    /// Counts one search cache lookup.
+    pub fn search_cache(&self, hit: bool) {
+        self.search_cache.with_label_values(&[if hit { "hit" } else { "miss" }]).inc();
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, started: Instant) {

@@ -12,7 +12,7 @@ use sea_orm::DatabaseConnection;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use tokio::sync::Mutex;
 
-use crate::{auth::TokenService, cart::CartService, checkout::Checkouts, config::Config, metrics::Metrics};
+use crate::{auth::TokenService, cart::CartService, checkout::Checkouts, config::Config, metrics::Metrics, search::SearchService};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,6 +24,7 @@ pub struct AppState {
     pub temporal: TemporalGateway,
     pub tokens: TokenService,
     pub metrics: Metrics,
+    pub search: SearchService,
 }
 
 /// Builds a Redis client that connects in the background and keeps reconnecting, so the API

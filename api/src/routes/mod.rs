@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod checkout;
 pub mod ops;
 pub mod orders;
+pub mod search;
 pub mod wishlist;
 
 use poem_openapi::{Object, Tags};
@@ -20,6 +21,8 @@ pub enum ApiTags {
     Auth,
     /// Browsing the catalogue
     Catalog,
+    /// Product search and autocomplete
+    Search,
     /// Carts of anonymous and signed-in shoppers
     Cart,
     /// Products saved for later

@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261201_000001_create_schema;
 mod m20261201_000002_create_cart_merges;
+mod m20261202_000010_outbox_txid;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261201_000001_create_schema::Migration),
             Box::new(m20261201_000002_create_cart_merges::Migration),
+            Box::new(m20261202_000010_outbox_txid::Migration),
         ]
     }
 }
