@@ -102,7 +102,14 @@ fn doc(id: i64) -> IndexDoc {
 }
 
 fn checkpoint(sequence: u64) -> Checkpoint {
-    Checkpoint { txid: 900 + sequence, id: 41, applied: vec![43], written_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(), sequence }
+    Checkpoint {
+        txid: 900 + sequence,
+        id: 41,
+        applied: vec![43],
+        written_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+        sequence,
+        database: "16384:emporium".into(),
+    }
 }
 
 #[tokio::test]

@@ -68,15 +68,20 @@ impl Indexer {
         self
     }
 
-    /// Builds the index from scratch when it has never been built, or when its checkpoint is
-    /// older than the outbox retention (rows it needs may have been pruned). Returns whether
-    /// it rebuilt.
+    /// Builds the index from scratch when it has never been built, when its checkpoint is
+    /// older than the outbox retention (rows it needs may have been pruned), or when it was
+    /// built from another database. Returns whether it rebuilt.
     pub async fn ensure_built(&self) -> Result<bool, SearchError> {
+        let database = store::database_identity(&self.db).await?;
         let stale = match self.index.checkpoint().await? {
             None => true,
             Some(checkpoint) => {
                 let age = Utc::now().signed_duration_since(checkpoint.written_at);
-                age.to_std().unwrap_or_default() > self.retention
+                let other_database = !checkpoint.database.is_empty() && checkpoint.database != database;
+                if other_database {
+                    tracing::warn!(index = %checkpoint.database, database = %database, "search index belongs to another database; rebuilding");
+                }
+                other_database || age.to_std().unwrap_or_default() > self.retention
             }
         };
         if stale {
@@ -93,6 +98,7 @@ impl Indexer {
         // changes are in what we read; everything from it on is replayed by the follower
         // (re-applying is harmless).
         let xmin = store::snapshot_xmin(&self.db).await?;
+        let database = store::database_identity(&self.db).await?;
         self.reload_categories().await?;
         let categories = self.categories.load_full();
         let sequence = self.index.checkpoint().await?.map_or(0, |c| c.sequence) + 1;
@@ -107,7 +113,7 @@ impl Indexer {
             rebuild.add(page.into_iter().map(|p| IndexDoc::from_product(p, &categories)).collect()).await?;
         }
         rebuild
-            .finish(Checkpoint { txid: xmin, id: 0, applied: Vec::new(), written_at: Utc::now(), sequence })
+            .finish(Checkpoint { txid: xmin, id: 0, applied: Vec::new(), written_at: Utc::now(), sequence, database })
             .await?;
         tracing::info!(products = count, elapsed_ms = started.elapsed().as_millis() as u64, "search index rebuilt");
         Ok(count)
@@ -155,6 +161,7 @@ impl Indexer {
             applied: applied.into_iter().collect(),
             written_at: Utc::now(),
             sequence: checkpoint.sequence + 1,
+            database: checkpoint.database.clone(),
         };
         self.index.apply(changes, next).await?;
         Ok(Step { applied: fresh.len(), more })

@@ -141,6 +141,9 @@ pub struct Checkpoint {
     /// Incremented by every commit; part of the cache key.
     #[serde(default)]
     pub sequence: u64,
+    /// The database the index follows (see `database_identity`); empty when unknown.
+    #[serde(default)]
+    pub database: String,
 }
 
 impl Checkpoint {

@@ -59,6 +59,23 @@ pub async fn snapshot_xmin<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError
     Ok(row.xmin as u64)
 }
 
+/// Which database this is (its oid and name): an index built from another database, or from
+/// this one before it was recreated, must not be followed from its old checkpoint.
+pub async fn database_identity<C: ConnectionTrait>(db: &C) -> Result<String, StoreError> {
+    #[derive(Debug, FromQueryResult)]
+    struct Row {
+        identity: String,
+    }
+    let row = Row::find_by_statement(stmt(
+        "SELECT oid::text || ':' || datname AS identity FROM pg_database WHERE datname = current_database()",
+        vec![],
+    ))
+    .one(db)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    Ok(row.identity)
+}
+
 /// Up to `limit` outbox rows after `after`, and the xmin of the snapshot they were read in.
 pub async fn read_outbox<C: ConnectionTrait>(db: &C, after: OutboxPosition, limit: u64) -> Result<OutboxBatch, StoreError> {
     // One statement, so one snapshot: pg_current_snapshot() is the statement's own snapshot.
