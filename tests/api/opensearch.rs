@@ -105,7 +105,7 @@ fn checkpoint(sequence: u64) -> Checkpoint {
     Checkpoint {
         txid: 900 + sequence,
         id: 41,
-        applied: vec![43],
+        applied: vec![(950, 43)],
         written_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
         sequence,
         database: "16384:emporium".into(),

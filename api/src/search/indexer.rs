@@ -23,7 +23,7 @@ use arc_swap::ArcSwap;
 use chrono::Utc;
 use sea_orm::DatabaseConnection;
 
-use emporium_entities::store::search::{self as store, OutboxEntry};
+use emporium_entities::store::search::{self as store, OutboxEntry, OutboxPosition};
 
 use super::{Checkpoint, IndexChanges, IndexDoc, SearchError, SharedIndex, categories::CategoryTree};
 
@@ -33,6 +33,8 @@ const REBUILD_PAGE: u64 = 20_000;
 /// How often an idle indexer looks at the outbox: well under the 1-second promise.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Most rows of recent transactions remembered in a checkpoint (see [`Indexer::step`]).
+const MAX_REMEMBERED: usize = 10_000;
 
 #[derive(Clone)]
 pub struct Indexer {
@@ -131,27 +133,30 @@ impl Indexer {
             .checkpoint()
             .await?
             .ok_or_else(|| SearchError::Corrupt("the index was never built".to_owned()))?;
-        let batch = store::read_outbox(&self.db, checkpoint.position(), self.batch).await?;
-        let more = batch.rows.len() as u64 >= self.batch;
+        let skip: Vec<i64> = checkpoint.applied.iter().map(|&(_, id)| id).collect();
+        let batch = store::read_outbox(&self.db, checkpoint.position(), &skip, self.batch).await?;
+        let mut more = batch.rows.len() as u64 >= self.batch;
         let mut position = checkpoint.position();
-        let mut applied: BTreeSet<i64> = checkpoint.applied.iter().copied().collect();
+        let mut applied: BTreeSet<(u64, i64)> = checkpoint.applied.iter().copied().collect();
         let mut fresh: Vec<&OutboxEntry> = Vec::new();
         for row in &batch.rows {
-            let seen = applied.contains(&row.id);
-            if !seen {
-                fresh.push(row);
-            }
             if (row.txid as u64) < batch.xmin {
                 // final: the position moves over it (rows come in position order, the final
-                // ones first), and it no longer needs remembering
+                // ones first)
                 position = row.position();
-                applied.remove(&row.id);
+            } else if applied.len() >= MAX_REMEMBERED {
+                // a transaction has been open for very long: wait for it rather than let the
+                // checkpoint grow without bound
+                more = false;
+                break;
             } else {
-                applied.insert(row.id);
+                applied.insert((row.txid as u64, row.id));
             }
+            fresh.push(row);
         }
-        let moved = position != checkpoint.position();
-        if fresh.is_empty() && !moved {
+        // rows the position has passed need no remembering
+        applied.retain(|&(txid, id)| OutboxPosition { txid, id } > position);
+        if fresh.is_empty() && position == checkpoint.position() {
             return Ok(Step { applied: 0, more: false });
         }
         let changes = self.changes_for(&fresh).await?;
@@ -200,8 +205,8 @@ impl Indexer {
     /// Outbox rows the index has not applied yet (0 when it has caught up).
     pub async fn pending(&self) -> Result<usize, SearchError> {
         let Some(checkpoint) = self.index.checkpoint().await? else { return Ok(usize::MAX) };
-        let batch = store::read_outbox(&self.db, checkpoint.position(), self.batch).await?;
-        Ok(batch.rows.iter().filter(|r| !checkpoint.applied.contains(&r.id)).count())
+        let skip: Vec<i64> = checkpoint.applied.iter().map(|&(_, id)| id).collect();
+        Ok(store::read_outbox(&self.db, checkpoint.position(), &skip, self.batch).await?.rows.len())
     }
 
     /// Builds the index if needed, then follows the outbox until the task is aborted. Errors

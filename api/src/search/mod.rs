@@ -132,10 +132,10 @@ pub struct Checkpoint {
     /// snapshot xmin it was read under is applied. Rows are read in (txid, id) order.
     pub txid: u64,
     pub id: i64,
-    /// Rows after the position already applied: their transactions committed while an older
-    /// transaction was still open, so the position could not move past them yet.
+    /// Rows after the position already applied, as (txid, id): their transactions committed
+    /// while an older transaction was still open, so the position could not move past them yet.
     #[serde(default)]
-    pub applied: Vec<i64>,
+    pub applied: Vec<(u64, i64)>,
     /// When this checkpoint was written (an index older than the outbox retention is rebuilt).
     pub written_at: DateTime<Utc>,
     /// Incremented by every commit; part of the cache key.

@@ -76,21 +76,30 @@ pub async fn database_identity<C: ConnectionTrait>(db: &C) -> Result<String, Sto
     Ok(row.identity)
 }
 
-/// Up to `limit` outbox rows after `after`, and the xmin of the snapshot they were read in.
-pub async fn read_outbox<C: ConnectionTrait>(db: &C, after: OutboxPosition, limit: u64) -> Result<OutboxBatch, StoreError> {
+/// Up to `limit` outbox rows after `after`, leaving out the ids in `skip`, and the xmin of the
+/// snapshot they were read in.
+pub async fn read_outbox<C: ConnectionTrait>(
+    db: &C,
+    after: OutboxPosition,
+    skip: &[i64],
+    limit: u64,
+) -> Result<OutboxBatch, StoreError> {
     // One statement, so one snapshot: pg_current_snapshot() is the statement's own snapshot.
     #[derive(Debug, FromQueryResult)]
     struct Row {
         xmin: i64,
         rows: serde_json::Value,
     }
+    let skip = skip.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     let row = Row::find_by_statement(stmt(
         "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, \
          COALESCE((SELECT jsonb_agg(jsonb_build_array(o.id, o.txid::text::bigint, o.aggregate, o.aggregate_id, o.kind) \
                    ORDER BY o.txid, o.id) \
           FROM (SELECT id, txid, aggregate, aggregate_id, kind FROM outbox \
-                WHERE (txid, id) > ($1::text::xid8, $2) ORDER BY txid, id LIMIT $3) o), '[]'::jsonb) AS rows",
-        vec![after.txid.to_string().into(), after.id.into(), (limit as i64).into()],
+                WHERE (txid, id) > ($1::text::xid8, $2) \
+                  AND NOT (id = ANY(string_to_array($3, ',')::bigint[])) \
+                ORDER BY txid, id LIMIT $4) o), '[]'::jsonb) AS rows",
+        vec![after.txid.to_string().into(), after.id.into(), skip.into(), (limit as i64).into()],
     ))
     .one(db)
     .await?
