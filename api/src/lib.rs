@@ -71,7 +71,6 @@ impl Application {
     /// Connects to the stores, migrates, ensures the admin account and binds the port.
     /// Redis and Temporal may be down: readiness says so, the process still starts.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        install_crypto_provider();
         let db = emporium_entities::db::connect_and_migrate(&config.database_url, config.database_max_connections)
             .await
             .with_context(|| format!("failed to open {}", emporium_entities::db::redact(&config.database_url)))?;
@@ -123,13 +122,20 @@ impl Application {
     /// Serves until `shutdown` resolves, then drains in-flight requests. The search indexer runs
     /// alongside: it builds the index if there is none, then follows the outbox.
     pub async fn run_until<F: Future<Output = ()> + Send>(self, shutdown: F) -> std::io::Result<()> {
-        let indexer = tokio::spawn(self.state.search.indexer().clone().run());
+        // aborted however this future ends, also when it is dropped (a test stopping the server)
+        let _indexer = AbortOnDrop(tokio::spawn(self.state.search.indexer().clone().run()));
         let app = routes(self.state);
-        let served = Server::new_with_acceptor(self.acceptor)
+        Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(std::time::Duration::from_secs(10)))
-            .await;
-        indexer.abort();
-        served
+            .await
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

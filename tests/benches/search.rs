@@ -242,7 +242,7 @@ async fn main() {
         c.database_max_connections = 40;
     })
     .await;
-    app.wait_for_search_index().await;
+    app.wait_for_search_index_within(Duration::from_secs(3600)).await;
     let indexed = started.elapsed();
     println!("tantivy index built ({products} products): {:.1} s", indexed.as_secs_f64());
 

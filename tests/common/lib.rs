@@ -171,12 +171,17 @@ impl TestApp {
 
     /// Waits until the search index has applied every committed outbox row (panics after 30 s).
     pub async fn wait_for_search_index(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        self.wait_for_search_index_within(Duration::from_secs(30)).await
+    }
+
+    /// Waits until the search index has applied every committed outbox row, at most `patience`.
+    pub async fn wait_for_search_index_within(&self, patience: Duration) {
+        let deadline = std::time::Instant::now() + patience;
         loop {
             match self.search.indexer().pending().await {
                 Ok(0) => return,
                 Ok(_) | Err(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
-                other => panic!("search index did not catch up within 30 s: {other:?}"),
+                other => panic!("search index did not catch up within {patience:?}: {other:?}"),
             }
         }
     }

@@ -26,7 +26,7 @@ pub struct SearchItem {
     pub available: i64,
     /// Slug of the product's category.
     pub category: String,
-    /// BM25 relevance (1 for every product when browsing without `q`).
+    /// BM25 relevance when sorted by relevance with a `q`; 0 otherwise (not computed).
     pub score: f64,
 }
 
@@ -108,8 +108,9 @@ impl SearchApi {
     async fn search_products(
         &self,
         state: poem::web::Data<&AppState>,
-        /// Words to find in title, brand and description (all must match; typos in words of
-        /// four letters or more are forgiven). Empty browses.
+        /// Words to find in title, brand and description (all must match; a word of four
+        /// letters or more that no product contains is matched with a typo or two). Empty
+        /// browses.
         q: Query<Option<String>>,
         /// Category slug or id; its sub-categories match too.
         category: Query<Option<String>>,

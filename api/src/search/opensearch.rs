@@ -318,7 +318,7 @@ pub fn search_body(q: &IndexQuery) -> Value {
         "from": q.offset,
         "size": q.limit,
         "track_total_hits": true,
-        "track_scores": true,
+        "track_scores": false,
         "_source": ["id", "title", "brand", "price_minor", "currency", "available", "category_id"],
         "query": { "bool": { "must": [text], "filter": query_filters } },
         "post_filter": all_of(&[&category, &brand, &price]),

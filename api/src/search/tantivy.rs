@@ -26,7 +26,7 @@ use tantivy::{
     collector::{Collector, SegmentCollector, TopDocs},
     columnar::{Column, ColumnValues, StrColumn},
     query::{
-        AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, TermQuery,
+        AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, Query, TermQuery,
     },
     schema::{
         FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TextFieldIndexing, TextOptions, Value,
@@ -51,8 +51,6 @@ const BRAND_BOOST: f32 = 2.0;
 const DESCRIPTION_BOOST: f32 = 1.0;
 /// A fuzzy (misspelt) match scores a constant; kept below an exact match.
 const FUZZY_WEIGHT: f32 = 0.5;
-/// The whole query as a phrase in the title: puts the exact title first.
-const PHRASE_BOOST: f32 = 4.0;
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -446,9 +444,11 @@ fn tokens(index: &Index, field: Field, text: &str) -> Result<Vec<String>, Search
     Ok(out)
 }
 
-/// Every word must match title, brand or description, exactly (BM25, boosted by field) or, for
-/// words of four letters or more, within one or two typos in the title or brand.
-fn text_query(generation: &Generation, text: &str) -> Result<Box<dyn Query>, SearchError> {
+/// Every word must match title, brand or description (BM25, boosted by field). A word of four
+/// letters or more that no product contains is taken as a typo: it matches within one edit (two
+/// from eight letters) in the title or brand. Words the index knows are matched exactly, which
+/// keeps the common case cheap (a fuzzy clause visits every posting of every term it expands to).
+fn text_query(generation: &Generation, searcher: &tantivy::Searcher, text: &str) -> Result<Box<dyn Query>, SearchError> {
     let f = generation.fields;
     let words = tokens(&generation.index, f.title, text)?;
     if words.is_empty() {
@@ -457,12 +457,14 @@ fn text_query(generation: &Generation, text: &str) -> Result<Box<dyn Query>, Sea
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     for word in &words {
         let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut known = false;
         for (field, boost) in [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST), (f.description, DESCRIPTION_BOOST)] {
             let term = Term::from_field_text(field, word);
+            known |= searcher.doc_freq(&term)? > 0;
             any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)), boost))));
         }
         let letters = word.chars().count();
-        if letters >= 4 {
+        if !known && letters >= 4 {
             let distance = if letters >= 8 { 2 } else { 1 };
             for (field, boost) in [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST)] {
                 let fuzzy = FuzzyTermQuery::new(Term::from_field_text(field, word), distance, true);
@@ -471,17 +473,15 @@ fn text_query(generation: &Generation, text: &str) -> Result<Box<dyn Query>, Sea
         }
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
     }
-    if words.len() >= 2 {
-        let phrase = PhraseQuery::new(words.iter().map(|w| Term::from_field_text(f.title, w)).collect());
-        clauses.push((Occur::Should, Box::new(BoostQuery::new(Box::new(phrase), PHRASE_BOOST))));
-    }
     Ok(Box::new(BooleanQuery::new(clauses)))
 }
 
 fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, SearchError> {
-    let query = text_query(generation, &q.text)?;
     let searcher = generation.reader.searcher();
+    let query = text_query(generation, &searcher, &q.text)?;
     let collector = SearchCollector {
+        // only a relevance sort of a text query needs BM25; the others skip scoring (score 0)
+        scoring: q.sort == Sort::Relevance && !q.text.trim().is_empty(),
         categories: (q.category.is_some()).then(|| q.category_ids.iter().map(|&c| c as u64).collect()),
         brands: (!q.brands.is_empty()).then(|| q.brands.iter().map(|b| b.to_lowercase()).collect()),
         min_price: q.min_price,
@@ -617,6 +617,7 @@ impl Top {
 /// One pass over the matching documents does everything: the filters, the total, the top of
 /// the requested sort, and the three facets, each counted under every filter but its own.
 struct SearchCollector {
+    scoring: bool,
     categories: Option<HashSet<u64>>,
     brands: Option<HashSet<String>>,
     min_price: Option<i64>,
@@ -722,9 +723,8 @@ impl Collector for SearchCollector {
         })
     }
 
-    /// Always: every hit reports its relevance, whatever the sort.
     fn requires_scoring(&self) -> bool {
-        true
+        self.scoring
     }
 
     fn merge_fruits(&self, fruits: Vec<SearchFruit>) -> tantivy::Result<SearchFruit> {
