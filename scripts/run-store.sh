@@ -7,6 +7,7 @@
 #   EMPORIUM_PORT / EMPORIUM_BIND    where the API listens (default 0.0.0.0:8080)
 #   DATABASE_URL, REDIS_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE,
 #   EMPORIUM_ADMIN_EMAIL, EMPORIUM_ADMIN_PASSWORD   as the binaries read them (defaults below)
+#   EMPORIUM_SEARCH_INDEX_DIR        the search index (default .dev/search-index)
 set -euo pipefail
 
 # shellcheck source=scripts/dev-env.sh
@@ -27,6 +28,8 @@ else
   export EMPORIUM_BIND="0.0.0.0:$port"
 fi
 api_url="http://127.0.0.1:$port"
+# the API's tantivy index (git-ignored); built from Postgres on first start, then kept current
+export EMPORIUM_SEARCH_INDEX_DIR="${EMPORIUM_SEARCH_INDEX_DIR:-$DEV_DIR/search-index}"
 export EMPORIUM_ADMIN_EMAIL="${EMPORIUM_ADMIN_EMAIL:-admin@emporium.local}"
 export EMPORIUM_ADMIN_PASSWORD="${EMPORIUM_ADMIN_PASSWORD:-emporium-admin}"
 
@@ -86,6 +89,7 @@ cat >&2 <<EOF
     API           $api_url
     Swagger UI    $api_url/docs
     OpenAPI       $api_url/openapi.json
+    Search        $api_url/products/search?q=wireless+headphones
     Temporal UI   ${TDEV_UI_URL:-(headless)}   namespace $TEMPORAL_NAMESPACE
     Admin login   EMPORIUM_ADMIN_EMAIL=$EMPORIUM_ADMIN_EMAIL
                   EMPORIUM_ADMIN_PASSWORD=$EMPORIUM_ADMIN_PASSWORD

@@ -2,7 +2,7 @@
 //! prices, ratings, stock) for the demo store and for benchmarks. Deterministic: product `n`
 //! always gets SKU `DEMO-<n>` and the same values, so loading twice adds nothing.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 
 struct CategorySpec {
     slug: &'static str,
@@ -94,7 +94,7 @@ pub async fn seed_catalogue(db: &DatabaseConnection, count: u64) -> anyhow::Resu
         leaves.push(ids);
     }
 
-    const BATCH: u64 = 500;
+    const BATCH: u64 = 10_000;
     let mut start = 1;
     while start <= count {
         let end = (start + BATCH - 1).min(count);
@@ -119,21 +119,16 @@ async fn ensure_category(db: &DatabaseConnection, parent: Option<i64>, slug: &st
     Ok((row.try_get("", "id")?, row.try_get("", "created")?))
 }
 
-/// Inserts one batch of products with their stock and outbox rows in one transaction;
-/// returns how many were new.
+/// Inserts one batch of products with their stock and outbox rows in one statement (so one
+/// transaction and one round trip); returns how many were new. The rows travel as one JSON
+/// parameter, which avoids Postgres' limit of 65,535 bind parameters and lets a batch be large.
 async fn insert_batch(
     db: &DatabaseConnection,
     range: std::ops::RangeInclusive<u64>,
     leaves: &[Vec<i64>],
 ) -> anyhow::Result<u64> {
-    const COLUMNS: usize = 10;
-    let mut sql = String::from(
-        "INSERT INTO products (sku, title, description, brand, category_id, price_minor, currency, attributes, \
-         rating, rating_count, created_at, updated_at) VALUES ",
-    );
-    let mut values: Vec<Value> = Vec::new();
-    let mut stock_by_sku = std::collections::HashMap::new();
-    for (row, n) in range.enumerate() {
+    let mut rows = Vec::with_capacity((range.end() - range.start() + 1) as usize);
+    for n in range {
         let r = mix(n);
         let spec_index = (r % CATEGORIES.len() as u64) as usize;
         let spec = &CATEGORIES[spec_index];
@@ -158,54 +153,48 @@ async fn insert_batch(
         let stock = if mix(r ^ 13) % 10 == 0 { 0 } else { (mix(r ^ 17) % 500) as i32 + 1 };
         // creation spread over a year, so "newest" means something
         let age_minutes = (mix(r ^ 19) % (365 * 24 * 60)) as i32;
-        let sku = format!("DEMO-{n:07}");
-        let base = row * COLUMNS;
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, 'USD', ${}, ${}, ${}, now() - make_interval(mins => ${}), now())",
-            base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7, base + 8, base + 9, base + 10
-        ));
-        values.extend([
-            sku.clone().into(),
-            title.into(),
-            description.into(),
-            brand.into(),
-            leaf.into(),
-            price.into(),
-            serde_json::json!({ "colour": colour, "model": model.to_string() }).into(),
-            rating.into(),
-            rating_count.into(),
-            age_minutes.into(),
-        ]);
-        stock_by_sku.insert(sku, stock);
+        rows.push(serde_json::json!({
+            "sku": format!("DEMO-{n:07}"),
+            "title": title,
+            "description": description,
+            "brand": brand,
+            "category_id": leaf,
+            "price_minor": price,
+            "attributes": { "colour": colour, "model": model.to_string() },
+            "rating": rating,
+            "rating_count": rating_count,
+            "age_minutes": age_minutes,
+            "stock": stock,
+        }));
     }
-    sql.push_str(" ON CONFLICT (sku) DO NOTHING RETURNING id, sku");
-
-    let tx = db.begin().await?;
-    let inserted = tx.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, &sql, values)).await?;
-    if inserted.is_empty() {
-        tx.commit().await?;
-        return Ok(0);
-    }
-    let mut rows = Vec::with_capacity(inserted.len());
-    for row in &inserted {
-        let id: i64 = row.try_get("", "id")?;
-        let sku: String = row.try_get("", "sku")?;
-        rows.push(format!("({id}, {})", stock_by_sku[&sku]));
-    }
-    let rows = rows.join(",");
-    // ids come from Postgres as integers, so inlining them is safe
-    tx.execute_unprepared(&format!("INSERT INTO inventory (product_id, available) VALUES {rows}")).await?;
-    tx.execute_unprepared(&format!(
-        "INSERT INTO outbox (aggregate, aggregate_id, kind, payload) \
-         SELECT 'product', v.id::text, 'PRODUCT_CREATED', jsonb_build_object('id', v.id, 'seeded', true) \
-         FROM (VALUES {rows}) AS v(id, stock) ORDER BY v.id"
-    ))
-    .await?;
-    tx.commit().await?;
-    Ok(inserted.len() as u64)
+    let sql = "WITH input AS ( \
+            SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(sku text, title text, description text, brand text, \
+                category_id bigint, price_minor bigint, attributes jsonb, rating real, rating_count integer, \
+                age_minutes integer, stock integer)), \
+        inserted AS ( \
+            INSERT INTO products (sku, title, description, brand, category_id, price_minor, currency, attributes, \
+                rating, rating_count, created_at, updated_at) \
+            SELECT sku, title, description, brand, category_id, price_minor, 'USD', attributes, rating, rating_count, \
+                now() - make_interval(mins => age_minutes), now() FROM input \
+            ON CONFLICT (sku) DO NOTHING RETURNING id, sku), \
+        stocked AS ( \
+            INSERT INTO inventory (product_id, available) \
+            SELECT inserted.id, input.stock FROM inserted JOIN input USING (sku) RETURNING product_id), \
+        announced AS ( \
+            INSERT INTO outbox (aggregate, aggregate_id, kind, payload) \
+            SELECT 'product', product_id::text, 'PRODUCT_CREATED', jsonb_build_object('id', product_id, 'seeded', true) \
+            FROM stocked ORDER BY product_id RETURNING 1) \
+        SELECT COUNT(*) AS created FROM announced";
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [Value::from(serde_json::Value::Array(rows))],
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the batch insert returned no row"))?;
+    let created: i64 = row.try_get("", "created")?;
+    Ok(created as u64)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Settings from environment variables, with defaults that work on a developer machine.
 
-use std::{fmt, time::Duration};
+use std::{fmt, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 
@@ -52,6 +52,39 @@ pub struct Config {
     /// Created or updated at start-up when both are set.
     pub admin_email: Option<String>,
     pub admin_password: Option<Secret>,
+    pub search: SearchConfig,
+}
+
+/// Where the search index lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchBackend {
+    /// tantivy inside this process (`EMPORIUM_SEARCH_BACKEND=tantivy`, the default), its
+    /// index under `dir` (`EMPORIUM_SEARCH_INDEX_DIR`). One directory per API instance.
+    Tantivy { dir: PathBuf },
+    /// An OpenSearch cluster (`EMPORIUM_SEARCH_BACKEND=opensearch`): `OPENSEARCH_URL`, and the
+    /// alias searched (`OPENSEARCH_INDEX`).
+    OpenSearch { url: String, index: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchConfig {
+    pub backend: SearchBackend,
+    /// How long identical searches are answered from Redis (`EMPORIUM_SEARCH_CACHE_TTL_SECS`,
+    /// default 300); `None` (0) turns the cache off.
+    pub cache_ttl: Option<Duration>,
+    /// Outbox rows older than this are pruned (`EMPORIUM_OUTBOX_RETENTION_SECS`, 7 days).
+    pub outbox_retention: Duration,
+}
+
+impl SearchConfig {
+    /// A tantivy index in `dir`, the cache on for the default five minutes.
+    pub fn tantivy(dir: impl Into<PathBuf>) -> Self {
+        SearchConfig {
+            backend: SearchBackend::Tantivy { dir: dir.into() },
+            cache_ttl: Some(Duration::from_secs(300)),
+            outbox_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 impl Config {
@@ -70,6 +103,20 @@ impl Config {
                 tracing::warn!("EMPORIUM_JWT_SECRET is not set; using the development secret");
                 Secret::new(DEV_JWT_SECRET)
             }
+        };
+        let backend = match string("EMPORIUM_SEARCH_BACKEND", "tantivy").as_str() {
+            "tantivy" => SearchBackend::Tantivy { dir: string("EMPORIUM_SEARCH_INDEX_DIR", ".dev/search-index").into() },
+            "opensearch" => SearchBackend::OpenSearch {
+                url: string("OPENSEARCH_URL", "http://127.0.0.1:9200"),
+                index: string("OPENSEARCH_INDEX", "emporium-products"),
+            },
+            other => anyhow::bail!("EMPORIUM_SEARCH_BACKEND must be tantivy or opensearch, not {other:?}"),
+        };
+        let cache_ttl = seconds("EMPORIUM_SEARCH_CACHE_TTL_SECS", 300)?;
+        let search = SearchConfig {
+            backend,
+            cache_ttl: (!cache_ttl.is_zero()).then_some(cache_ttl),
+            outbox_retention: seconds("EMPORIUM_OUTBOX_RETENTION_SECS", 7 * 24 * 3600)?,
         };
         Ok(Self {
             bind: string("EMPORIUM_BIND", "0.0.0.0:8080"),
@@ -94,6 +141,7 @@ impl Config {
             refresh_token_ttl: seconds("EMPORIUM_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
             admin_email: Some(string("EMPORIUM_ADMIN_EMAIL", DEV_ADMIN_EMAIL)),
             admin_password: Some(Secret::new(string("EMPORIUM_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD))),
+            search,
         })
     }
 }

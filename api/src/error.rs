@@ -37,6 +37,11 @@ pub enum ErrorCode {
     InvalidFlashSale,
     ReturnQuantityExceeded,
     ProductNotInOrder,
+    InvalidSort,
+    InvalidPriceRange,
+    PageTooDeep,
+    QueryTooLong,
+    TooManyBrands,
     // 401 / 403
     Unauthorized,
     InvalidCredentials,
@@ -99,7 +104,8 @@ impl ErrorCode {
             | InvalidBrand | InvalidDescription | InvalidPrice | InvalidCurrency | InvalidQuantity
             | InvalidAttributes | InvalidName | InvalidSlug | InvalidPage | LimitTooLarge | EmptyUpdate
             | InvalidSession | InvalidIdempotencyKey | InvalidPaymentMethod | InvalidShippingAddress | CartEmpty
-            | InvalidReturn | InvalidShipment | ReturnQuantityExceeded | ProductNotInOrder | InvalidFlashSale => {
+            | InvalidReturn | InvalidShipment | ReturnQuantityExceeded | ProductNotInOrder | InvalidFlashSale
+            | InvalidSort | InvalidPriceRange | PageTooDeep | QueryTooLong | TooManyBrands => {
                 StatusCode::BAD_REQUEST
             }
             Unauthorized | InvalidCredentials | InvalidToken => StatusCode::UNAUTHORIZED,

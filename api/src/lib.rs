@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod orders;
 pub mod routes;
+pub mod search;
 pub mod state;
 
 use std::sync::Arc;
@@ -30,17 +31,20 @@ use crate::{
     orders::Orders,
     metrics::Metrics,
     routes::{
-        admin::AdminApi, admin_orders::AdminOrdersApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, checkout::CheckoutApi, flash::FlashSalesApi, ops::OpsApi,
-        orders::OrdersApi, wishlist::WishlistApi,
+        admin::AdminApi, admin_orders::AdminOrdersApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, checkout::CheckoutApi,
+        flash::FlashSalesApi, ops::OpsApi, orders::OrdersApi, search::SearchApi, wishlist::WishlistApi,
     },
+    search::SearchService,
     state::{AppState, TemporalGateway, redis_client},
 };
 
-pub type Apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, FlashSalesApi, AdminApi, AdminOrdersApi, OpsApi);
+pub type Apis =
+    (AuthApi, CatalogApi, SearchApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, FlashSalesApi, AdminApi, AdminOrdersApi, OpsApi);
 
 /// The OpenAPI service of every operation.
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
-    let apis = (AuthApi, CatalogApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, FlashSalesApi, AdminApi, AdminOrdersApi, OpsApi);
+    let apis =
+        (AuthApi, CatalogApi, SearchApi, CartApi, WishlistApi, CheckoutApi, OrdersApi, FlashSalesApi, AdminApi, AdminOrdersApi, OpsApi);
     OpenApiService::new(apis, "Emporium", env!("CARGO_PKG_VERSION"))
         .description("Store backend: catalogue, carts, checkout, orders and flash sales.")
 }
@@ -50,6 +54,11 @@ pub fn openapi_json() -> String {
     let mut spec = openapi_service().spec();
     spec.push('\n');
     spec
+}
+
+/// Chooses ring as rustls' crypto (the OpenSearch client's TLS), once per process.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A bound, not yet serving, application.
@@ -76,6 +85,9 @@ impl Application {
         let redis = redis_client(&config.redis_url)?;
         let temporal = TemporalGateway::new(&config.temporal_address, &config.temporal_namespace);
         let cart_events = CartEvents::start(&config.redis_url, redis.clone())?;
+        let metrics = Metrics::new();
+        let search = SearchService::open(&config.search, db.clone(), redis.clone(), metrics.clone())
+            .context("failed to open the search index")?;
         let state = AppState {
             carts: CartService::new(db.clone(), redis.clone(), cart_events),
             redis,
@@ -83,7 +95,8 @@ impl Application {
             orders: Orders::new(db.clone(), temporal.clone()),
             temporal,
             tokens: TokenService::new(&config.jwt_secret, config.access_token_ttl, config.refresh_token_ttl),
-            metrics: Metrics::new(),
+            metrics,
+            search,
             db,
             config: Arc::new(config),
         };
@@ -103,12 +116,28 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// The search service (tests watch its indexer).
+    pub fn search(&self) -> &SearchService {
+        &self.state.search
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests. The search indexer runs
+    /// alongside: it builds the index if there is none, then follows the outbox.
     pub async fn run_until<F: Future<Output = ()> + Send>(self, shutdown: F) -> std::io::Result<()> {
+        // aborted however this future ends, also when it is dropped (a test stopping the server)
+        let _indexer = AbortOnDrop(tokio::spawn(self.state.search.indexer().clone().run()));
         let app = routes(self.state);
         Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(std::time::Duration::from_secs(10)))
             .await
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

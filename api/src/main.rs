@@ -3,10 +3,11 @@ use tracing_subscriber::EnvFilter;
 
 use emporium_api::{Application, catalogue_generator, config::Config, openapi_json};
 
-const USAGE: &str = "usage: emporium-api [serve | migrate | seed-demo [--products N] | openapi]";
+const USAGE: &str = "usage: emporium-api [serve | migrate | seed-demo [--products N] | reindex | openapi]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    emporium_api::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,poem=warn,sqlx=warn")))
         .init();
@@ -15,6 +16,7 @@ async fn main() -> anyhow::Result<()> {
         None | Some("serve") => serve().await,
         Some("migrate") => migrate().await,
         Some("seed-demo") => seed_demo(&args[1..]).await,
+        Some("reindex") => reindex().await,
         Some("openapi") => {
             print!("{}", openapi_json());
             Ok(())
@@ -47,6 +49,15 @@ async fn stop_signal() {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("stop signal received, draining requests");
+}
+
+/// Rebuilds the search index from Postgres into a new index and swaps it in. A running API on
+/// the same index directory (or OpenSearch alias) picks the new index up within a poll.
+async fn reindex() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let count = emporium_api::search::reindex(&config).await?;
+    tracing::info!(products = count, "search index rebuilt and swapped in");
+    Ok(())
 }
 
 async fn migrate() -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ pub struct Metrics {
     flash_queue: IntGaugeVec,
     flash_units_sold: IntGaugeVec,
     flash_claims_expired: IntGaugeVec,
+    search_cache: IntCounterVec,
 }
 
 impl Metrics {
@@ -37,13 +38,22 @@ impl Metrics {
         let flash_queue = gauge("flash_sale_queue_length", "Users in a flash sale's waiting room");
         let flash_units_sold = gauge("flash_sale_units_sold", "Units of a flash sale paid for");
         let flash_claims_expired = gauge("flash_sale_claims_expired", "Claims of a flash sale that expired unpaid");
+        let search_cache = IntCounterVec::new(
+            Opts::new("search_cache_requests_total", "Search cache lookups by result (hit or miss)"),
+            &["result"],
+        )
+        .expect("valid metric");
+        // both series exist from the start, so a dashboard sees 0 rather than nothing
+        search_cache.with_label_values(&["hit"]);
+        search_cache.with_label_values(&["miss"]);
         registry.register(Box::new(requests.clone())).expect("registered once");
         registry.register(Box::new(latency.clone())).expect("registered once");
+        registry.register(Box::new(search_cache.clone())).expect("registered once");
         registry.register(Box::new(flash_entries.clone())).expect("registered once");
         registry.register(Box::new(flash_queue.clone())).expect("registered once");
         registry.register(Box::new(flash_units_sold.clone())).expect("registered once");
         registry.register(Box::new(flash_claims_expired.clone())).expect("registered once");
-        Self { registry, requests, latency, flash_entries, flash_queue, flash_units_sold, flash_claims_expired }
+        Self { registry, requests, latency, search_cache, flash_entries, flash_queue, flash_units_sold, flash_claims_expired }
     }
 
     pub fn render(&self) -> String {
@@ -52,6 +62,11 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("text encoding of gathered metrics cannot fail");
         String::from_utf8(buffer).expect("prometheus text is UTF-8")
+    }
+
+    /// Counts one search cache lookup.
+    pub fn search_cache(&self, hit: bool) {
+        self.search_cache.with_label_values(&[if hit { "hit" } else { "miss" }]).inc();
     }
 
     pub fn flash_entry(&self, outcome: &str) {

@@ -8,7 +8,9 @@ use sea_orm::DatabaseConnection;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use tokio::sync::Mutex;
 
-use crate::{auth::TokenService, cart::CartService, checkout::Checkouts, config::Config, orders::Orders, metrics::Metrics};
+use crate::{
+    auth::TokenService, cart::CartService, checkout::Checkouts, config::Config, metrics::Metrics, orders::Orders, search::SearchService,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -21,6 +23,7 @@ pub struct AppState {
     pub temporal: TemporalGateway,
     pub tokens: TokenService,
     pub metrics: Metrics,
+    pub search: SearchService,
 }
 
 /// Builds a Redis client that connects in the background and keeps reconnecting, so the API

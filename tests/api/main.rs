@@ -4,4 +4,6 @@ mod auth;
 mod cart;
 mod catalog;
 mod ops;
+mod opensearch;
+mod search;
 mod validation;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
-use emporium_api::{Application, config::{Config, Secret}};
+use emporium_api::{Application, config::{Config, SearchConfig, Secret}, search::SearchService};
 
 pub mod worker;
 
@@ -56,8 +56,9 @@ impl Drop for TestDatabase {
 pub const ADMIN_EMAIL: &str = "admin@emporium.test";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
-/// Settings for a test instance: port 0, its own database, the real Redis and Temporal.
-pub fn test_config(database_url: &str) -> Config {
+/// Settings for a test instance: port 0, its own database and search index directory, the real
+/// Redis and Temporal.
+pub fn test_config(database_url: &str, search_dir: &std::path::Path) -> Config {
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
     Config {
         bind: "127.0.0.1:0".to_owned(),
@@ -76,6 +77,7 @@ pub fn test_config(database_url: &str) -> Config {
         refresh_token_ttl: Duration::from_secs(3600),
         admin_email: Some(ADMIN_EMAIL.to_owned()),
         admin_password: Some(Secret::new(ADMIN_PASSWORD)),
+        search: SearchConfig::tantivy(search_dir),
     }
 }
 
@@ -84,10 +86,13 @@ pub struct TestApp {
     pub address: String,
     pub config: Config,
     pub client: reqwest::Client,
+    /// The search service of the running instance (its index and indexer).
+    pub search: SearchService,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
-    // Declared last: dropped after the server has stopped using it.
+    // Declared last: dropped after the server has stopped using them.
     pub database: TestDatabase,
+    pub search_dir: tempfile::TempDir,
 }
 
 /// A response: status and JSON body (`Value::Null` when the body is not JSON).
@@ -119,12 +124,18 @@ pub fn init_logging() {
 
 /// Starts an instance after `customise` has changed its settings.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(TestDatabase::create().await, customise).await
+}
+
+/// Starts an instance on a database prepared beforehand (a benchmark's seeded catalogue).
+pub async fn spawn_app_on(database: TestDatabase, customise: impl FnOnce(&mut Config)) -> TestApp {
     init_logging();
-    let database = TestDatabase::create().await;
-    let mut config = test_config(&database.url);
+    let search_dir = tempfile::tempdir().expect("search index directory");
+    let mut config = test_config(&database.url, search_dir.path());
     customise(&mut config);
     let app = Application::build(config.clone()).await.expect("build application");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let search = app.search().clone();
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -137,9 +148,11 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
         address,
         config,
         client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+        search,
         shutdown: Some(shutdown),
         server: Some(server),
         database,
+        search_dir,
     }
 }
 
@@ -157,6 +170,23 @@ impl Drop for TestApp {
 impl TestApp {
     pub fn db(&self) -> &DatabaseConnection {
         &self.database.db
+    }
+
+    /// Waits until the search index has applied every committed outbox row (panics after 30 s).
+    pub async fn wait_for_search_index(&self) {
+        self.wait_for_search_index_within(Duration::from_secs(30)).await
+    }
+
+    /// Waits until the search index has applied every committed outbox row, at most `patience`.
+    pub async fn wait_for_search_index_within(&self, patience: Duration) {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match self.search.indexer().pending().await {
+                Ok(0) => return,
+                Ok(_) | Err(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                other => panic!("search index did not catch up within {patience:?}: {other:?}"),
+            }
+        }
     }
 
     /// Sends a request; `token` as bearer, `body` as JSON.

@@ -9,6 +9,7 @@ pub mod checkout;
 pub mod flash;
 pub mod ops;
 pub mod orders;
+pub mod search;
 pub mod wishlist;
 
 use poem_openapi::{Object, Tags};
@@ -22,6 +23,8 @@ pub enum ApiTags {
     Auth,
     /// Browsing the catalogue
     Catalog,
+    /// Product search and autocomplete
+    Search,
     /// Carts of anonymous and signed-in shoppers
     Cart,
     /// Products saved for later

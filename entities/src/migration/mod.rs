@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 mod m20261201_000001_create_schema;
 mod m20261201_000002_create_cart_merges;
 mod m20261202_000001_flash_sale_claims_paying;
+mod m20261202_000010_outbox_txid;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_create_schema::Migration),
             Box::new(m20261201_000002_create_cart_merges::Migration),
             Box::new(m20261202_000001_flash_sale_claims_paying::Migration),
+            Box::new(m20261202_000010_outbox_txid::Migration),
         ]
     }
 }

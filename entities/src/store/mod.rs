@@ -9,6 +9,7 @@ pub mod notifications;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod search;
 pub mod users;
 pub mod wishlists;
 

@@ -1,0 +1,849 @@
+//! The embedded index: tantivy in this process, in a directory of its own.
+//!
+//! Layout of the directory: `CURRENT` names the generation in use (`gen-<uuid>/`, a whole
+//! tantivy index). A rebuild writes a new generation beside it and then replaces `CURRENT`
+//! (write + rename, atomic); the process serving searches notices, opens the new generation and
+//! swaps one pointer, so searches never see a missing or half-built index. The outbox
+//! checkpoint travels in each tantivy commit's payload, so a commit applies changes and
+//! remembers them in one step.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashSet},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use tantivy::{
+    DocAddress, DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentOrdinal, SegmentReader,
+    TantivyDocument, Term,
+    collector::{Collector, SegmentCollector, TopDocs},
+    columnar::{Column, ColumnValues, StrColumn},
+    query::{
+        AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, Query, TermQuery,
+    },
+    schema::{
+        FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TextFieldIndexing, TextOptions, Value,
+    },
+};
+
+use super::{
+    Checkpoint, Facets, Hit, IndexChanges, IndexDoc, IndexQuery, IndexResults, Rebuild, SearchError, SearchIndex,
+    Sort, query::{PRICE_BANDS, price_band},
+};
+
+const CURRENT: &str = "CURRENT";
+/// Indexing memory of the follower (small batches) and of a rebuild (the whole catalogue).
+const FOLLOW_WRITER_BYTES: usize = 30_000_000;
+const REBUILD_WRITER_BYTES: usize = 200_000_000;
+/// A generation directory that is not current and older than this is a failed rebuild's leftover.
+const STALE_GENERATION: Duration = Duration::from_secs(3600);
+
+/// Field boosts: a word in the title counts most, then the brand, then the description.
+const TITLE_BOOST: f32 = 3.0;
+const BRAND_BOOST: f32 = 2.0;
+const DESCRIPTION_BOOST: f32 = 1.0;
+/// A fuzzy (misspelt) match scores a constant; kept below an exact match.
+const FUZZY_WEIGHT: f32 = 0.5;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    title: Field,
+    brand_text: Field,
+    description: Field,
+    brand: Field,
+    category: Field,
+    category_slug: Field,
+    price: Field,
+    currency: Field,
+    available: Field,
+    rating: Field,
+    rating_count: Field,
+    created: Field,
+}
+
+fn schema() -> Schema {
+    let mut b = Schema::builder();
+    let with_freqs = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::WithFreqs),
+    );
+    b.add_u64_field("id", INDEXED | FAST | STORED);
+    // positions for the phrase boost and for autocomplete
+    b.add_text_field("title", TEXT | STORED);
+    b.add_text_field("brand_text", with_freqs.clone());
+    b.add_text_field("description", with_freqs);
+    b.add_text_field("brand", STRING | FAST | STORED);
+    b.add_u64_field("category", FAST | STORED);
+    b.add_text_field("category_slug", STRING | STORED);
+    b.add_i64_field("price", FAST | STORED);
+    b.add_text_field("currency", STRING | STORED);
+    b.add_i64_field("available", FAST | STORED);
+    b.add_f64_field("rating", FAST);
+    b.add_u64_field("rating_count", FAST);
+    b.add_i64_field("created", FAST);
+    b.build()
+}
+
+impl Fields {
+    fn of(schema: &Schema) -> Result<Self, SearchError> {
+        let f = |name: &str| schema.get_field(name).map_err(|_| SearchError::Corrupt(format!("index has no field {name}")));
+        Ok(Fields {
+            id: f("id")?,
+            title: f("title")?,
+            brand_text: f("brand_text")?,
+            description: f("description")?,
+            brand: f("brand")?,
+            category: f("category")?,
+            category_slug: f("category_slug")?,
+            price: f("price")?,
+            currency: f("currency")?,
+            available: f("available")?,
+            rating: f("rating")?,
+            rating_count: f("rating_count")?,
+            created: f("created")?,
+        })
+    }
+
+    fn document(&self, doc: &IndexDoc) -> TantivyDocument {
+        let mut d = TantivyDocument::default();
+        d.add_u64(self.id, doc.id as u64);
+        d.add_text(self.title, &doc.title);
+        d.add_text(self.brand_text, &doc.brand);
+        d.add_text(self.description, &doc.description);
+        d.add_text(self.brand, &doc.brand);
+        d.add_u64(self.category, doc.category_id as u64);
+        d.add_text(self.category_slug, &doc.category_slug);
+        d.add_i64(self.price, doc.price_minor);
+        d.add_text(self.currency, &doc.currency);
+        d.add_i64(self.available, doc.available);
+        d.add_f64(self.rating, doc.rating);
+        d.add_u64(self.rating_count, doc.rating_count.max(0) as u64);
+        d.add_i64(self.created, doc.created_at.timestamp_micros());
+        d
+    }
+}
+
+/// One tantivy index (one generation directory) with its reader and writer.
+struct Generation {
+    name: String,
+    index: Index,
+    reader: IndexReader,
+    /// Opened on first write: a `reindex` process never writes to the generation in use, so it
+    /// must not take its lock away from the API.
+    writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
+    fields: Fields,
+    checkpoint: Mutex<Option<Checkpoint>>,
+    opstamp: AtomicU64,
+}
+
+impl Generation {
+    fn open(base: &Path, name: &str) -> Result<Self, SearchError> {
+        let index = Index::open_in_dir(base.join(name))?;
+        Self::from_index(name, index)
+    }
+
+    fn from_index(name: &str, index: Index) -> Result<Self, SearchError> {
+        let fields = Fields::of(&index.schema())?;
+        let metas = index.load_metas()?;
+        let checkpoint = match metas.payload.as_deref() {
+            None => None,
+            Some(payload) => Some(
+                serde_json::from_str::<Checkpoint>(payload)
+                    .map_err(|e| SearchError::Corrupt(format!("commit payload: {e}")))?,
+            ),
+        };
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(Generation {
+            name: name.to_owned(),
+            reader,
+            writer: Mutex::new(None),
+            fields,
+            checkpoint: Mutex::new(checkpoint),
+            opstamp: AtomicU64::new(metas.opstamp),
+            index,
+        })
+    }
+}
+
+struct Inner {
+    base: PathBuf,
+    /// This process serves searches from the index and owns the generations: it deletes the
+    /// one it replaces. A `reindex` process only builds and names the new one.
+    serving: bool,
+    current: ArcSwap<Generation>,
+    /// Serialises applying changes and swapping generations.
+    swap: tokio::sync::Mutex<()>,
+}
+
+/// The tantivy implementation of [`SearchIndex`].
+#[derive(Clone)]
+pub struct TantivyIndex {
+    inner: Arc<Inner>,
+}
+
+impl TantivyIndex {
+    /// Opens the generation `CURRENT` names under `base`, or creates an empty one.
+    pub fn open(base: impl Into<PathBuf>) -> Result<Self, SearchError> {
+        Self::open_with(base.into(), true)
+    }
+
+    /// For the `reindex` command, next to a running API: builds new generations, never writes
+    /// to or deletes the one in use.
+    pub fn open_for_reindex(base: impl Into<PathBuf>) -> Result<Self, SearchError> {
+        Self::open_with(base.into(), false)
+    }
+
+    fn open_with(base: PathBuf, serving: bool) -> Result<Self, SearchError> {
+        std::fs::create_dir_all(&base)?;
+        let generation = match read_current(&base)? {
+            Some(name) => Generation::open(&base, &name)?,
+            None => {
+                let name = new_generation_name();
+                let index = Index::create_in_dir(create_dir(&base, &name)?, schema())?;
+                let generation = Generation::from_index(&name, index)?;
+                write_current(&base, &name)?;
+                generation
+            }
+        };
+        if serving {
+            remove_stale_generations(&base, &generation.name);
+        }
+        Ok(TantivyIndex {
+            inner: Arc::new(Inner {
+                base,
+                serving,
+                current: ArcSwap::from_pointee(generation),
+                swap: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The name of the generation in use (tests look at it to see a swap).
+    pub fn generation_name(&self) -> String {
+        self.inner.current.load().name.clone()
+    }
+}
+
+fn new_generation_name() -> String {
+    format!("gen-{}", uuid::Uuid::now_v7().simple())
+}
+
+fn create_dir(base: &Path, name: &str) -> Result<PathBuf, SearchError> {
+    let dir = base.join(name);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn read_current(base: &Path) -> Result<Option<String>, SearchError> {
+    match std::fs::read_to_string(base.join(CURRENT)) {
+        Ok(name) => {
+            let name = name.trim().to_owned();
+            if name.is_empty() || !base.join(&name).is_dir() {
+                return Err(SearchError::Corrupt(format!("{CURRENT} names {name:?}, which is not a directory")));
+            }
+            Ok(Some(name))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces `CURRENT` atomically: a reader sees the old name or the new one, never a torn file.
+fn write_current(base: &Path, name: &str) -> Result<(), SearchError> {
+    let tmp = base.join(format!("{CURRENT}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&tmp, name)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, base.join(CURRENT))?;
+    Ok(())
+}
+
+fn remove_stale_generations(base: &Path, current: &str) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("gen-") || name == current {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default() > STALE_GENERATION)
+            .unwrap_or(false);
+        if old {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
+) -> Result<T, SearchError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| SearchError::Task(e.to_string()))?
+}
+
+#[async_trait]
+impl SearchIndex for TantivyIndex {
+    async fn search(&self, query: &IndexQuery) -> Result<IndexResults, SearchError> {
+        let generation = self.inner.current.load_full();
+        let query = query.clone();
+        blocking(move || search(&generation, &query)).await
+    }
+
+    async fn suggest(&self, prefix: &str, limit: usize) -> Result<Vec<String>, SearchError> {
+        let generation = self.inner.current.load_full();
+        let prefix = prefix.to_owned();
+        blocking(move || suggest(&generation, &prefix, limit)).await
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>, SearchError> {
+        Ok(self.inner.current.load().checkpoint.lock().expect("checkpoint lock").clone())
+    }
+
+    async fn apply(&self, changes: IndexChanges, checkpoint: Checkpoint) -> Result<(), SearchError> {
+        let _guard = self.inner.swap.lock().await;
+        let generation = self.inner.current.load_full();
+        blocking(move || {
+            let f = generation.fields;
+            let mut slot = generation.writer.lock().expect("writer lock");
+            if slot.is_none() {
+                *slot = Some(generation.index.writer_with_num_threads(1, FOLLOW_WRITER_BYTES)?);
+            }
+            let writer = slot.as_mut().expect("writer just opened");
+            for id in changes.deletes.iter().chain(changes.upserts.iter().map(|d| &d.id)) {
+                writer.delete_term(Term::from_field_u64(f.id, *id as u64));
+            }
+            for doc in &changes.upserts {
+                writer.add_document(f.document(doc))?;
+            }
+            let payload = serde_json::to_string(&checkpoint).expect("checkpoint serialises");
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&payload);
+            let opstamp = prepared.commit()?;
+            drop(slot);
+            generation.reader.reload()?;
+            *generation.checkpoint.lock().expect("checkpoint lock") = Some(checkpoint);
+            generation.opstamp.store(opstamp, Ordering::Release);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn begin_rebuild(&self) -> Result<Box<dyn Rebuild>, SearchError> {
+        let base = self.inner.base.clone();
+        let owner = self.inner.clone();
+        blocking(move || {
+            let name = new_generation_name();
+            let index = Index::create_in_dir(create_dir(&base, &name)?, schema())?;
+            let fields = Fields::of(&index.schema())?;
+            let writer = index.writer(REBUILD_WRITER_BYTES)?;
+            Ok(Box::new(TantivyRebuild { owner, name, index, writer: Some(writer), fields }) as Box<dyn Rebuild>)
+        })
+        .await
+    }
+
+    async fn refresh(&self) -> Result<bool, SearchError> {
+        let base = self.inner.base.clone();
+        let Some(name) = read_current(&base)? else { return Ok(false) };
+        if name == self.inner.current.load().name {
+            return Ok(false);
+        }
+        let _guard = self.inner.swap.lock().await;
+        if name == self.inner.current.load().name {
+            return Ok(false);
+        }
+        let opened = {
+            let (base, name) = (base.clone(), name.clone());
+            blocking(move || Generation::open(&base, &name)).await?
+        };
+        swap_in(&self.inner, opened);
+        Ok(true)
+    }
+
+    fn generation(&self) -> String {
+        let current = self.inner.current.load();
+        format!("{}:{}", current.name, current.opstamp.load(Ordering::Acquire))
+    }
+
+    async fn num_docs(&self) -> Result<u64, SearchError> {
+        Ok(self.inner.current.load().reader.searcher().num_docs())
+    }
+}
+
+/// Makes `generation` current and deletes the directory of the one it replaces. Searches still
+/// running on the old one keep it open (its files stay readable until they finish).
+fn swap_in(inner: &Inner, generation: Generation) {
+    let name = generation.name.clone();
+    let old = inner.current.swap(Arc::new(generation));
+    tracing::info!(from = %old.name, to = %name, "search index generation swapped in");
+    if inner.serving && old.name != name {
+        let dir = inner.base.join(&old.name);
+        drop(old);
+        if let Err(err) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(error = %err, dir = %dir.display(), "could not remove the old search index");
+        }
+    }
+}
+
+struct TantivyRebuild {
+    owner: Arc<Inner>,
+    name: String,
+    index: Index,
+    writer: Option<IndexWriter<TantivyDocument>>,
+    fields: Fields,
+}
+
+#[async_trait]
+impl Rebuild for TantivyRebuild {
+    async fn add(&mut self, docs: Vec<IndexDoc>) -> Result<(), SearchError> {
+        let writer = self.writer.as_ref().expect("writer until finish");
+        // add_document only queues the document for the indexing threads: cheap enough inline
+        for doc in &docs {
+            writer.add_document(self.fields.document(doc))?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>, checkpoint: Checkpoint) -> Result<(), SearchError> {
+        let mut writer = self.writer.take().expect("finish once");
+        let (base, name, index) = (self.owner.base.clone(), self.name.clone(), self.index.clone());
+        let generation = blocking(move || {
+            let payload = serde_json::to_string(&checkpoint).expect("checkpoint serialises");
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&payload);
+            prepared.commit()?;
+            // releases the directory lock, so whichever process serves searches can write
+            writer.wait_merging_threads()?;
+            let generation = Generation::from_index(&name, index)?;
+            write_current(&base, &name)?;
+            Ok(generation)
+        })
+        .await?;
+        let _guard = self.owner.swap.lock().await;
+        swap_in(&self.owner, generation);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Searching
+
+fn tokens(index: &Index, field: Field, text: &str) -> Result<Vec<String>, SearchError> {
+    let mut analyzer = index.tokenizer_for_field(field)?;
+    let mut stream = analyzer.token_stream(text);
+    let mut out = Vec::new();
+    while stream.advance() {
+        out.push(stream.token().text.clone());
+    }
+    Ok(out)
+}
+
+/// Every word must match title, brand or description (BM25, boosted by field). A word of four
+/// letters or more that no product contains is taken as a typo: it matches within one edit (two
+/// from eight letters) in the title or brand. Words the index knows are matched exactly, which
+/// keeps the common case cheap (a fuzzy clause visits every posting of every term it expands to).
+fn text_query(generation: &Generation, searcher: &tantivy::Searcher, text: &str) -> Result<Box<dyn Query>, SearchError> {
+    let f = generation.fields;
+    let words = tokens(&generation.index, f.title, text)?;
+    if words.is_empty() {
+        return Ok(Box::new(AllQuery));
+    }
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    for word in &words {
+        let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut known = false;
+        for (field, boost) in [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST), (f.description, DESCRIPTION_BOOST)] {
+            let term = Term::from_field_text(field, word);
+            known |= searcher.doc_freq(&term)? > 0;
+            any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)), boost))));
+        }
+        let letters = word.chars().count();
+        if !known && letters >= 4 {
+            let distance = if letters >= 8 { 2 } else { 1 };
+            for (field, boost) in [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST)] {
+                let fuzzy = FuzzyTermQuery::new(Term::from_field_text(field, word), distance, true);
+                any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(fuzzy), boost * FUZZY_WEIGHT))));
+            }
+        }
+        clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+    }
+    Ok(Box::new(BooleanQuery::new(clauses)))
+}
+
+fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, SearchError> {
+    let searcher = generation.reader.searcher();
+    let query = text_query(generation, &searcher, &q.text)?;
+    let collector = SearchCollector {
+        // only a relevance sort of a text query needs BM25; the others skip scoring (score 0)
+        scoring: q.sort == Sort::Relevance && !q.text.trim().is_empty(),
+        categories: (q.category.is_some()).then(|| q.category_ids.iter().map(|&c| c as u64).collect()),
+        brands: (!q.brands.is_empty()).then(|| q.brands.iter().map(|b| b.to_lowercase()).collect()),
+        min_price: q.min_price,
+        max_price: q.max_price,
+        in_stock: q.in_stock,
+        sort: q.sort,
+        window: q.offset + q.limit,
+    };
+    let fruit = searcher.search(&query, &collector)?;
+    let f = generation.fields;
+    let mut hits = Vec::with_capacity(q.limit);
+    for entry in fruit.top.into_iter().skip(q.offset).take(q.limit) {
+        let doc: TantivyDocument = searcher.doc(entry.address)?;
+        let text = |field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let int = |field| doc.get_first(field).and_then(|v| v.as_i64()).unwrap_or_default();
+        hits.push(Hit {
+            id: doc.get_first(f.id).and_then(|v| v.as_u64()).unwrap_or_default() as i64,
+            title: text(f.title),
+            brand: text(f.brand),
+            price_minor: int(f.price),
+            currency: text(f.currency),
+            available: int(f.available),
+            category_id: doc.get_first(f.category).and_then(|v| v.as_u64()).unwrap_or_default() as i64,
+            score: entry.score,
+        });
+    }
+    let mut categories: Vec<(i64, u64)> =
+        fruit.categories.into_iter().filter(|(_, n)| *n > 0).map(|(c, n)| (c as i64, n)).collect();
+    categories.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut brands: Vec<(String, u64)> = fruit.brands.into_iter().filter(|(_, n)| *n > 0).collect();
+    brands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(IndexResults { total: fruit.total, hits, facets: Facets { categories, brands, price_bands: fruit.price_bands } })
+}
+
+fn suggest(generation: &Generation, prefix: &str, limit: usize) -> Result<Vec<String>, SearchError> {
+    let f = generation.fields;
+    let words = tokens(&generation.index, f.title, prefix)?;
+    if words.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = PhrasePrefixQuery::new(words.iter().map(|w| Term::from_field_text(f.title, w)).collect());
+    query.set_max_expansions(200);
+    let searcher = generation.reader.searcher();
+    let top = searcher
+        .search(&query, &TopDocs::with_limit(limit * 5).order_by_fast_field::<u64>("rating_count", Order::Desc))?;
+    let mut seen = HashSet::new();
+    let mut titles = Vec::new();
+    for (_, address) in top {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        let title = doc.get_first(f.title).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        if seen.insert(title.clone()) {
+            titles.push(title);
+            if titles.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(titles)
+}
+
+/// Order-preserving map of a float to an integer, so every sort is "largest key first".
+fn f32_key(x: f32) -> u64 {
+    let bits = x.to_bits();
+    u64::from(if bits & 0x8000_0000 != 0 { !bits } else { bits | 0x8000_0000 })
+}
+
+/// (primary, tie-break): larger first. Ties go to the smaller product id (the newer for
+/// `newest`), so the order is total and pages never overlap.
+fn sort_key(sort: Sort, score: Score, id: u64, price: i64, created: i64, rating: f64, rating_count: u64) -> (u64, u64) {
+    let id_asc = u64::MAX - id;
+    match sort {
+        Sort::Relevance => (f32_key(score), id_asc),
+        Sort::PriceAsc => (u64::MAX - price.max(0) as u64, id_asc),
+        Sort::PriceDesc => (price.max(0) as u64, id_asc),
+        Sort::Newest => ((created.max(0) as u64), id),
+        Sort::Rating => ((((rating * 100.0).round().max(0.0) as u64) << 32) | rating_count.min(u32::MAX as u64), id_asc),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TopEntry {
+    key: (u64, u64),
+    score: Score,
+    address: DocAddress,
+}
+
+impl PartialEq for TopEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for TopEntry {}
+impl PartialOrd for TopEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TopEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// Keeps the `window` largest entries.
+struct Top {
+    window: usize,
+    heap: BinaryHeap<Reverse<TopEntry>>,
+}
+
+impl Top {
+    fn new(window: usize) -> Self {
+        Top { window, heap: BinaryHeap::with_capacity(window + 1) }
+    }
+
+    fn push(&mut self, entry: TopEntry) {
+        if self.heap.len() < self.window {
+            self.heap.push(Reverse(entry));
+        } else if let Some(Reverse(min)) = self.heap.peek()
+            && entry > *min
+        {
+            self.heap.pop();
+            self.heap.push(Reverse(entry));
+        }
+    }
+
+    fn into_sorted(self) -> Vec<TopEntry> {
+        let mut v: Vec<TopEntry> = self.heap.into_iter().map(|Reverse(e)| e).collect();
+        v.sort_by(|a, b| b.cmp(a));
+        v
+    }
+}
+
+/// One pass over the matching documents does everything: the filters, the total, the top of
+/// the requested sort, and the three facets, each counted under every filter but its own.
+struct SearchCollector {
+    scoring: bool,
+    categories: Option<HashSet<u64>>,
+    brands: Option<HashSet<String>>,
+    min_price: Option<i64>,
+    max_price: Option<i64>,
+    in_stock: bool,
+    sort: Sort,
+    window: usize,
+}
+
+struct SearchFruit {
+    total: u64,
+    top: Vec<TopEntry>,
+    categories: std::collections::HashMap<u64, u64>,
+    brands: Vec<(String, u64)>,
+    price_bands: Vec<u64>,
+}
+
+struct SegmentSearch {
+    segment: SegmentOrdinal,
+    sort: Sort,
+    in_stock: bool,
+    min_price: i64,
+    max_price: i64,
+    /// Allowed category ids as a bitmap (ids are small), `None` without a category filter.
+    category_allowed: Option<Vec<bool>>,
+    /// Allowed brand ordinals of this segment, `None` without a brand filter.
+    brand_allowed: Option<Vec<bool>>,
+    id: Arc<dyn ColumnValues<u64>>,
+    category: Arc<dyn ColumnValues<u64>>,
+    price: Arc<dyn ColumnValues<i64>>,
+    available: Arc<dyn ColumnValues<i64>>,
+    created: Arc<dyn ColumnValues<i64>>,
+    rating: Arc<dyn ColumnValues<f64>>,
+    rating_count: Arc<dyn ColumnValues<u64>>,
+    brand_ords: Column<u64>,
+    brand_column: Option<StrColumn>,
+    total: u64,
+    top: Top,
+    category_counts: Vec<u64>,
+    brand_counts: Vec<u64>,
+    price_counts: Vec<u64>,
+}
+
+impl Collector for SearchCollector {
+    type Fruit = SearchFruit;
+    type Child = SegmentSearch;
+
+    fn for_segment(&self, segment: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<SegmentSearch> {
+        let ff = reader.fast_fields();
+        let category = ff.column_first_or_default::<u64>("category")?;
+        let max_category = category.max_value() as usize;
+        let brand_column = ff.str("brand")?;
+        let brand_ords = match &brand_column {
+            Some(c) => c.ords().clone(),
+            None => Column::build_empty_column(reader.max_doc()),
+        };
+        let num_brands = brand_column.as_ref().map_or(0, |c| c.num_terms());
+        let brand_allowed = match (&self.brands, &brand_column) {
+            (None, _) => None,
+            (Some(_), None) => Some(Vec::new()),
+            (Some(wanted), Some(column)) => {
+                let mut allowed = vec![false; num_brands];
+                let mut name = String::new();
+                for (ord, slot) in allowed.iter_mut().enumerate() {
+                    name.clear();
+                    column.ord_to_str(ord as u64, &mut name)?;
+                    *slot = wanted.contains(&name.to_lowercase());
+                }
+                Some(allowed)
+            }
+        };
+        let category_allowed = self.categories.as_ref().map(|allowed| {
+            let mut bitmap = vec![false; max_category + 1];
+            for &c in allowed {
+                if let Some(slot) = bitmap.get_mut(c as usize) {
+                    *slot = true;
+                }
+            }
+            bitmap
+        });
+        Ok(SegmentSearch {
+            segment,
+            sort: self.sort,
+            in_stock: self.in_stock,
+            min_price: self.min_price.unwrap_or(i64::MIN),
+            max_price: self.max_price.unwrap_or(i64::MAX),
+            category_allowed,
+            brand_allowed,
+            id: ff.column_first_or_default::<u64>("id")?,
+            price: ff.column_first_or_default::<i64>("price")?,
+            available: ff.column_first_or_default::<i64>("available")?,
+            created: ff.column_first_or_default::<i64>("created")?,
+            rating: ff.column_first_or_default::<f64>("rating")?,
+            rating_count: ff.column_first_or_default::<u64>("rating_count")?,
+            category,
+            brand_ords,
+            brand_column,
+            total: 0,
+            top: Top::new(self.window),
+            category_counts: vec![0; max_category + 1],
+            brand_counts: vec![0; num_brands],
+            price_counts: vec![0; PRICE_BANDS.len()],
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.scoring
+    }
+
+    fn merge_fruits(&self, fruits: Vec<SearchFruit>) -> tantivy::Result<SearchFruit> {
+        let mut total = 0;
+        let mut top = Top::new(self.window);
+        let mut categories = std::collections::HashMap::new();
+        let mut brands = std::collections::HashMap::<String, u64>::new();
+        let mut price_bands = vec![0; PRICE_BANDS.len()];
+        for fruit in fruits {
+            total += fruit.total;
+            for entry in fruit.top {
+                top.push(entry);
+            }
+            for (c, n) in fruit.categories {
+                *categories.entry(c).or_insert(0) += n;
+            }
+            for (b, n) in fruit.brands {
+                *brands.entry(b).or_insert(0) += n;
+            }
+            for (slot, n) in price_bands.iter_mut().zip(fruit.price_bands) {
+                *slot += n;
+            }
+        }
+        Ok(SearchFruit { total, top: top.into_sorted(), categories, brands: brands.into_iter().collect(), price_bands })
+    }
+}
+
+impl SegmentCollector for SegmentSearch {
+    type Fruit = SearchFruit;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        if self.in_stock && self.available.get_val(doc) <= 0 {
+            return;
+        }
+        let category = self.category.get_val(doc);
+        let category_ok =
+            self.category_allowed.as_ref().is_none_or(|a| a.get(category as usize).copied().unwrap_or(false));
+        let brand = self.brand_ords.first(doc);
+        let brand_ok = self
+            .brand_allowed
+            .as_ref()
+            .is_none_or(|a| brand.and_then(|b| a.get(b as usize).copied()).unwrap_or(false));
+        let price = self.price.get_val(doc);
+        let price_ok = price >= self.min_price && price <= self.max_price;
+        if brand_ok && price_ok {
+            self.category_counts[category as usize] += 1;
+        }
+        if category_ok
+            && price_ok
+            && let Some(b) = brand
+        {
+            self.brand_counts[b as usize] += 1;
+        }
+        if category_ok && brand_ok {
+            self.price_counts[price_band(price)] += 1;
+        }
+        if category_ok && brand_ok && price_ok {
+            self.total += 1;
+            let key = sort_key(
+                self.sort,
+                score,
+                self.id.get_val(doc),
+                price,
+                self.created.get_val(doc),
+                self.rating.get_val(doc),
+                self.rating_count.get_val(doc),
+            );
+            self.top.push(TopEntry { key, score, address: DocAddress::new(self.segment, doc) });
+        }
+    }
+
+    fn harvest(self) -> SearchFruit {
+        let mut brands = Vec::new();
+        if let Some(column) = &self.brand_column {
+            for (ord, &n) in self.brand_counts.iter().enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                let mut name = String::new();
+                if column.ord_to_str(ord as u64, &mut name).unwrap_or(false) {
+                    brands.push((name, n));
+                }
+            }
+        }
+        SearchFruit {
+            total: self.total,
+            top: self.top.into_sorted(),
+            categories: self
+                .category_counts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(c, n)| (c as u64, *n))
+                .collect(),
+            brands,
+            price_bands: self.price_counts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_keys_keep_the_order() {
+        let xs = [-3.5f32, -0.0, 0.0, 0.5, 1.0, 7.25, 1e9];
+        for pair in xs.windows(2) {
+            assert!(f32_key(pair[0]) <= f32_key(pair[1]), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn top_keeps_the_largest_in_order() {
+        let mut top = Top::new(3);
+        for k in [5u64, 1, 9, 3, 7] {
+            top.push(TopEntry { key: (k, 0), score: 0.0, address: DocAddress::new(0, k as u32) });
+        }
+        let keys: Vec<u64> = top.into_sorted().iter().map(|e| e.key.0).collect();
+        assert_eq!(keys, vec![9, 7, 5]);
+    }
+}
