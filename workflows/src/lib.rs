@@ -6,6 +6,7 @@ pub mod checkout;
 pub mod flash;
 pub mod order;
 pub mod probe;
+pub mod steps;
 pub mod sweeper;
 
 /// Declares the contract of an activity that another crate implements: a marker type whose

@@ -1,18 +1,17 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use futures::FutureExt;
-use temporalio_common::{RetryPolicy, error::IncomingError};
+use temporalio_common::error::IncomingError;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ChildWorkflowOptions, LocalActivityOptions, ParentClosePolicy, SyncWorkflowContext, WorkflowContext,
+    ActivityExecutionError, LocalActivityOptions, SyncWorkflowContext, WorkflowContext,
     WorkflowContextView, WorkflowResult, workflows::select,
 };
 
 use super::{contract::*, saga::Saga};
-use crate::order::{
-    OrderWorkflow,
-    contract::{DEFAULT_RETURN_WINDOW_SECS, ORDER_STATUS, OrderInput, OrderLine, OrderStatus, OrderTotals, workflow_id as order_workflow_id},
+use crate::{
+    order::contract::{DEFAULT_RETURN_WINDOW_SECS, OrderInput, OrderLine, OrderTotals},
+    steps,
 };
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -28,74 +27,24 @@ pub struct CheckoutWorkflow {
     outcome: Option<PaymentOutcome>,
 }
 
-/// Short database steps: local activities (no history events of their own), retried while the
-/// database is unreachable.
 fn database_step() -> LocalActivityOptions {
-    LocalActivityOptions::builder()
-        .start_to_close_timeout(Duration::from_secs(15))
-        // no overall limit: giving up after a commit whose answer was lost would undo a sale
-        .schedule_to_close_timeout(Duration::from_secs(365 * 24 * 3600))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(200))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(10))
-                .non_retryable_error_types([OUT_OF_STOCK, CART_EMPTY, RESERVATION_LOST])
-                .build(),
-        )
-        .build()
-}
-
-/// The charge talks to the payment provider: a real activity, retried with backoff until the
-/// provider answers (declines are answers). No overall limit: giving up while the provider may
-/// have charged would leave money without an order; the idempotency key makes every retry the
-/// same charge.
-fn charge_step() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(500))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(10))
-                .build(),
-        )
-        .build()
-}
-
-/// A refund must happen eventually: retried without limit.
-fn refund_step() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(60))
-                .build(),
-        )
-        .build()
+    steps::database_step(&[OUT_OF_STOCK, CART_EMPTY, RESERVATION_LOST])
 }
 
 /// The application failure type and its `Vec<Shortage>` details, if any. A regular activity's
 /// failure arrives as the cause of an activity failure; a local activity's failure is the
 /// application failure itself.
 fn failure_of(err: &ActivityExecutionError) -> (String, Vec<Shortage>) {
-    if let Some(IncomingError::Application(app)) = err.cause() {
-        return (
-            app.type_name().unwrap_or("activity_failed").to_owned(),
-            app.details::<Vec<Shortage>>().ok().flatten().unwrap_or_default(),
-        );
-    }
-    if let Some(info) = err.failure().and_then(|f| f.maybe_application_failure()).filter(|i| !i.r#type.is_empty()) {
-        let shortages = info
-            .details
-            .as_ref()
+    let details = match err.cause() {
+        Some(IncomingError::Application(app)) => app.details::<Vec<Shortage>>().ok().flatten(),
+        _ => err
+            .failure()
+            .and_then(|f| f.maybe_application_failure())
+            .and_then(|info| info.details.as_ref())
             .and_then(|d| d.payloads.first())
-            .and_then(|p| serde_json::from_slice(&p.data).ok())
-            .unwrap_or_default();
-        return (info.r#type.clone(), shortages);
-    }
-    let message = err.failure().map_or_else(|| err.to_string(), |f| f.message.clone());
-    (format!("activity_failed: {message}"), Vec::new())
+            .and_then(|p| serde_json::from_slice(&p.data).ok()),
+    };
+    (steps::failure_type(err), details.unwrap_or_default())
 }
 
 fn set_stage(ctx: &WorkflowContext<CheckoutWorkflow>, stage: CheckoutStage) {
@@ -209,7 +158,7 @@ impl CheckoutWorkflow {
             payment_method: payment.payment_method.clone(),
             flash_claim_id: None,
         };
-        let payment_id = match ctx.execute_activity(ChargePayment, charge, charge_step()).await {
+        let payment_id = match ctx.execute_activity(ChargePayment, charge, steps::charge_step()).await {
             Ok(ChargeResult::Charged { payment_id }) => payment_id,
             Ok(ChargeResult::Declined { code, message }) => {
                 let outcome = PaymentOutcome::Declined { code: code.clone(), message };
@@ -237,7 +186,7 @@ impl CheckoutWorkflow {
         };
         saga.push(
             "refund_payment",
-            async move { refund_ctx.execute_activity(RefundPayment, refund, refund_step()).await.map_err(|e| e.to_string()) }
+            async move { refund_ctx.execute_activity(RefundPayment, refund, steps::refund_step(&[])).await.map_err(|e| e.to_string()) }
                 .boxed_local(),
         );
 
@@ -286,16 +235,8 @@ impl CheckoutWorkflow {
             },
             return_window_secs: input.return_window_secs.unwrap_or(DEFAULT_RETURN_WINDOW_SECS),
         };
-        let options = ChildWorkflowOptions::builder()
-            .workflow_id(order_workflow_id(&order.order_id))
-            .parent_close_policy(ParentClosePolicy::Abandon)
-            .search_attributes(SearchAttributes::new([
-                CUSTOMER_ID.value_set(input.user_id.clone()),
-                ORDER_STATUS.value_set(OrderStatus::Placed.as_str().to_owned()),
-            ]))
-            .build();
-        if let Err(err) = ctx.start_child_workflow(OrderWorkflow::run, order_input, options).await {
-            ctx.state_mut(|s| s.view.failure = Some(format!("order workflow not started: {err}")));
+        if let Err(failure) = steps::start_order_workflow(ctx, order_input).await {
+            ctx.state_mut(|s| s.view.failure = Some(failure));
         }
         Self::finish(ctx).await
     }

@@ -1,19 +1,13 @@
 use std::time::{Duration, UNIX_EPOCH};
 
-use temporalio_common::{RetryPolicy, error::IncomingError, search_attributes::SearchAttributes};
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ChildWorkflowOptions, LocalActivityOptions, ParentClosePolicy, WorkflowContext,
-    WorkflowContextView, WorkflowResult, workflows::select,
-};
+use temporalio_sdk::{LocalActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult, workflows::select};
 
 use super::contract::*;
 use crate::{
     checkout::contract::{ChargeInput, ChargePayment, ChargeResult, RefundInput, RefundPayment},
-    order::{
-        OrderWorkflow,
-        contract::{CUSTOMER_ID, ORDER_STATUS, OrderInput, OrderLine, OrderStatus, OrderTotals, workflow_id as order_workflow_id},
-    },
+    order::contract::{OrderInput, OrderLine, OrderTotals},
+    steps,
 };
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,54 +24,7 @@ pub struct FlashSaleClaimWorkflow {
 }
 
 fn database_step() -> LocalActivityOptions {
-    LocalActivityOptions::builder()
-        .start_to_close_timeout(Duration::from_secs(15))
-        .schedule_to_close_timeout(Duration::from_secs(365 * 24 * 3600))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(200))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(10))
-                .non_retryable_error_types(["invalid_input", "claim_not_found"])
-                .build(),
-        )
-        .build()
-}
-
-/// As in checkout: retried until the provider answers; the idempotency key makes every retry
-/// the same charge.
-fn charge_step() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(500))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(10))
-                .build(),
-        )
-        .build()
-}
-
-fn refund_step() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(60))
-                .build(),
-        )
-        .build()
-}
-
-fn reason_of(err: &ActivityExecutionError) -> String {
-    if let Some(IncomingError::Application(app)) = err.cause() {
-        return app.type_name().unwrap_or("activity_failed").to_owned();
-    }
-    if let Some(info) = err.failure().and_then(|f| f.maybe_application_failure()).filter(|i| !i.r#type.is_empty()) {
-        return info.r#type.clone();
-    }
-    format!("activity_failed: {}", err.failure().map_or_else(|| err.to_string(), |f| f.message.clone()))
+    steps::database_step(&["invalid_input", "claim_not_found"])
 }
 
 fn claim_ref(view: &ClaimView) -> ClaimRef {
@@ -139,7 +86,7 @@ impl FlashSaleClaimWorkflow {
             payment_method: payment.payment_method.clone(),
             flash_claim_id: Some(input.claim_id.clone()),
         };
-        let payment_id = match ctx.execute_activity(ChargePayment, charge, charge_step()).await {
+        let payment_id = match ctx.execute_activity(ChargePayment, charge, steps::charge_step()).await {
             Ok(ChargeResult::Charged { payment_id }) => payment_id,
             Ok(ChargeResult::Declined { code, message }) => {
                 ctx.state_mut(|s| s.view.failure = Some(code.clone()));
@@ -147,7 +94,7 @@ impl FlashSaleClaimWorkflow {
                 return Self::finish(ctx).await;
             }
             Err(err) => {
-                let reason = reason_of(&err);
+                let reason = steps::failure_type(&err);
                 ctx.state_mut(|s| s.view.failure = Some(reason.clone()));
                 release(ctx, ClaimStage::Failed, PaymentOutcome::Failed { reason }, true).await?;
                 return Self::finish(ctx).await;
@@ -163,14 +110,14 @@ impl FlashSaleClaimWorkflow {
             Ok(order) => order,
             Err(err) => {
                 // charged but no order: refund, then the unit goes back
-                let reason = reason_of(&err);
+                let reason = steps::failure_type(&err);
                 let refund = RefundInput {
                     payment_id,
                     idempotency_key: refund_key(&input.claim_id),
                     reason: "claim_order_failed".to_owned(),
                     amount_minor: None,
                 };
-                ctx.execute_activity(RefundPayment, refund, refund_step()).await?;
+                ctx.execute_activity(RefundPayment, refund, steps::refund_step(&[])).await?;
                 ctx.state_mut(|s| s.view.failure = Some(reason.clone()));
                 release(ctx, ClaimStage::Failed, PaymentOutcome::Failed { reason }, true).await?;
                 return Self::finish(ctx).await;
@@ -197,16 +144,8 @@ impl FlashSaleClaimWorkflow {
             },
             return_window_secs: input.return_window_secs,
         };
-        let options = ChildWorkflowOptions::builder()
-            .workflow_id(order_workflow_id(&order.order_id))
-            .parent_close_policy(ParentClosePolicy::Abandon)
-            .search_attributes(SearchAttributes::new([
-                CUSTOMER_ID.value_set(input.user_id.clone()),
-                ORDER_STATUS.value_set(OrderStatus::Placed.as_str().to_owned()),
-            ]))
-            .build();
-        if let Err(err) = ctx.start_child_workflow(OrderWorkflow::run, order_input, options).await {
-            ctx.state_mut(|s| s.view.failure = Some(format!("order workflow not started: {err}")));
+        if let Err(failure) = steps::start_order_workflow(ctx, order_input).await {
+            ctx.state_mut(|s| s.view.failure = Some(failure));
         }
         Self::finish(ctx).await
     }

@@ -9,7 +9,10 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, LocalActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult, workflows::join};
 
 use super::contract::*;
-use crate::checkout::contract::{RefundInput, RefundPayment};
+use crate::{
+    checkout::contract::{RefundInput, RefundPayment},
+    steps,
+};
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -49,33 +52,13 @@ pub struct OrderWorkflow {
     lifecycle_over: bool,
 }
 
-/// Short database steps: local activities, retried while the database is unreachable.
 fn database_step() -> LocalActivityOptions {
-    LocalActivityOptions::builder()
-        .start_to_close_timeout(Duration::from_secs(15))
-        .schedule_to_close_timeout(Duration::from_secs(365 * 24 * 3600))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(200))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(10))
-                .build(),
-        )
-        .build()
+    steps::database_step(&[])
 }
 
-/// A refund must happen: retried with backoff without limit; REFUND_PENDING shows meanwhile.
+/// REFUND_PENDING shows while it retries; a payment that does not exist is final.
 fn refund_step() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(60))
-                .non_retryable_error_types(["payment_not_found", "invalid_input"])
-                .build(),
-        )
-        .build()
+    steps::refund_step(&["payment_not_found", "invalid_input"])
 }
 
 /// Webhook delivery: a bounded number of attempts with backoff; the activity marks the
