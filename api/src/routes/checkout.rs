@@ -87,7 +87,25 @@ struct Checkout {
 
 /// A failure as clients may see it: machine codes (`card_declined`) pass, anything else (an
 /// internal message) becomes `internal_error`; operators find the detail in the workflow.
-pub(crate) fn public_failure(failure: String) -> String {
+/// 402 `payment_declined` with the provider's decline code.
+pub(crate) fn payment_declined(code: String, message: &str) -> ApiError {
+    ApiError::with_details(
+        ErrorCode::PaymentDeclined,
+        format!("the payment was declined: {message}"),
+        Some(serde_json::json!({ "declineCode": code })),
+    )
+}
+
+/// 402 `payment_failed`: nothing was charged (or it was refunded) and `held` went back.
+pub(crate) fn payment_failed(reason: String, held: &str) -> ApiError {
+    ApiError::with_details(
+        ErrorCode::PaymentFailed,
+        format!("the payment could not be taken; {held} was released"),
+        Some(serde_json::json!({ "reason": public_failure(reason) })),
+    )
+}
+
+fn public_failure(failure: String) -> String {
     if !failure.is_empty() && failure.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         failure
     } else {
@@ -275,16 +293,8 @@ impl CheckoutApi {
                 let order_id = Uuid::parse_str(&order.order_id).map_err(ApiError::internal)?;
                 Ok(PayResponse::Created(Json(load_order(&state, Some(user), order_id).await?)))
             }
-            PaymentOutcome::Declined { code, message } => Err(ApiError::with_details(
-                ErrorCode::PaymentDeclined,
-                format!("the payment was declined: {message}"),
-                Some(serde_json::json!({ "declineCode": code })),
-            )),
-            PaymentOutcome::Failed { reason } => Err(ApiError::with_details(
-                ErrorCode::PaymentFailed,
-                "the payment could not be taken; the stock was released",
-                Some(serde_json::json!({ "reason": public_failure(reason) })),
-            )),
+            PaymentOutcome::Declined { code, message } => Err(payment_declined(code, &message)),
+            PaymentOutcome::Failed { reason } => Err(payment_failed(reason, "the stock")),
             PaymentOutcome::Expired => Err(ApiError::new(ErrorCode::CheckoutExpired, "the reservation expired; start a new checkout")),
             PaymentOutcome::Cancelled => Err(ApiError::new(ErrorCode::CheckoutCancelled, "the checkout was cancelled")),
         }

@@ -28,7 +28,7 @@ use emporium_workflows::{
 
 use super::{
     ApiTags, Money,
-    checkout::{SubmitPayment, payment_request, public_failure},
+    checkout::{SubmitPayment, payment_declined, payment_failed, payment_request},
     orders::{Order, load_order},
 };
 use crate::{
@@ -505,16 +505,8 @@ impl FlashSalesApi {
                 let order_id = Uuid::parse_str(&order.order_id).map_err(ApiError::internal)?;
                 Ok(PayClaimResponse::Created(Json(load_order(&state, Some(user), order_id).await?)))
             }
-            PaymentOutcome::Declined { code, message } => Err(ApiError::with_details(
-                ErrorCode::PaymentDeclined,
-                format!("the payment was declined: {message}"),
-                Some(serde_json::json!({ "declineCode": code })),
-            )),
-            PaymentOutcome::Failed { reason } => Err(ApiError::with_details(
-                ErrorCode::PaymentFailed,
-                "the payment could not be taken; the unit was released",
-                Some(serde_json::json!({ "reason": public_failure(reason) })),
-            )),
+            PaymentOutcome::Declined { code, message } => Err(payment_declined(code, &message)),
+            PaymentOutcome::Failed { reason } => Err(payment_failed(reason, "the unit")),
             PaymentOutcome::Expired | PaymentOutcome::Cancelled => Err(expired()),
         }
     }

@@ -37,7 +37,6 @@ pub struct OrderWorkflow {
     payment_id: String,
     return_window_secs: u64,
     cancelled: bool,
-    delivered: bool,
     /// Accepted commands not yet applied, with their sequence numbers.
     queue: VecDeque<(u32, Command)>,
     accepted: u32,
@@ -277,11 +276,8 @@ async fn apply(ctx: &WorkflowContext<OrderWorkflow>, seq: u32, command: Command)
             let mut t = transition(&view, "delivered", "DELIVERED", OrderStatus::Delivered, json!({}));
             t.notification = notify(&view, "delivered", "ORDER_DELIVERED", json!({}));
             record(ctx, t).await?;
-            let deadline = now_ms(ctx) + ctx.state(|s| s.return_window_secs) * 1000;
-            ctx.state_mut(|s| {
-                s.delivered = true;
-                s.view.return_deadline_ms = deadline;
-            });
+            let deadline = now_ms(ctx) + ctx.state(|s| s.return_window_secs.max(1)) * 1000;
+            ctx.state_mut(|s| s.view.return_deadline_ms = deadline);
             mark_applied(ctx);
         }
         Command::Cancel => {
@@ -361,8 +357,9 @@ async fn lifecycle(ctx: WorkflowContext<OrderWorkflow>) -> WorkflowResult<()> {
 
 /// Closes the return window when its time is up (from delivery).
 async fn return_window(ctx: WorkflowContext<OrderWorkflow>) -> WorkflowResult<()> {
-    ctx.wait_condition(|s| s.delivered || s.cancelled).await?;
-    if ctx.state(|s| s.delivered) {
+    // recorded delivery is what sets the deadline
+    ctx.wait_condition(|s| s.view.return_deadline_ms > 0 || s.cancelled).await?;
+    if ctx.state(|s| s.view.return_deadline_ms > 0) {
         let window = ctx.state(|s| s.return_window_secs);
         ctx.timer(Duration::from_secs(window.max(1))).await;
         ctx.state_mut(|s| s.view.return_window_open = false);
