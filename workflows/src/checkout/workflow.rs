@@ -10,7 +10,7 @@ use temporalio_sdk::{
 
 use super::{contract::*, saga::Saga};
 use crate::{
-    order::contract::{DEFAULT_RETURN_WINDOW_SECS, OrderInput, OrderLine, OrderTotals},
+    order::contract::{DEFAULT_RETURN_WINDOW_SECS, OrderInput, OrderLine},
     steps,
 };
 
@@ -226,13 +226,7 @@ impl CheckoutWorkflow {
             lines: ctx.state(|s| {
                 s.view.lines.iter().map(|l| OrderLine { product_id: l.product_id, quantity: l.quantity, unit_price_minor: l.unit_price_minor }).collect()
             }),
-            totals: OrderTotals {
-                currency: totals.currency,
-                subtotal_minor: totals.subtotal_minor,
-                tax_minor: totals.tax_minor,
-                shipping_minor: totals.shipping_minor,
-                total_minor: totals.total_minor,
-            },
+            totals,
             return_window_secs: input.return_window_secs.unwrap_or(DEFAULT_RETURN_WINDOW_SECS),
         };
         if let Err(failure) = steps::start_order_workflow(ctx, order_input).await {

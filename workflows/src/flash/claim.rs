@@ -6,7 +6,7 @@ use temporalio_sdk::{LocalActivityOptions, WorkflowContext, WorkflowContextView,
 use super::contract::*;
 use crate::{
     checkout::contract::{ChargeInput, ChargePayment, ChargeResult, RefundInput, RefundPayment},
-    order::contract::{OrderInput, OrderLine, OrderTotals},
+    order::contract::{OrderInput, OrderLine, Totals},
     steps,
 };
 
@@ -135,7 +135,7 @@ impl FlashSaleClaimWorkflow {
             user_id: input.user_id.clone(),
             payment_id: order.payment_id.clone(),
             lines: vec![OrderLine { product_id: purchase.product_id, quantity: purchase.quantity, unit_price_minor: purchase.unit_price_minor }],
-            totals: OrderTotals {
+            totals: Totals {
                 currency: purchase.currency,
                 subtotal_minor: purchase.subtotal_minor,
                 tax_minor: purchase.tax_minor,

@@ -7,7 +7,8 @@ use crate::activity_contract;
 
 /// Search attribute: the order's status, kept current by the workflow.
 pub const ORDER_STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("OrderStatus");
-pub use crate::checkout::contract::CUSTOMER_ID;
+/// The order's totals are the checkout's, as paid.
+pub use crate::checkout::contract::{CUSTOMER_ID, Totals};
 
 /// Returns are accepted for this long after delivery unless configured otherwise.
 pub const DEFAULT_RETURN_WINDOW_SECS: u64 = 30 * 24 * 3600;
@@ -148,16 +149,6 @@ pub struct OrderLine {
     pub unit_price_minor: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderTotals {
-    pub currency: String,
-    pub subtotal_minor: i64,
-    pub tax_minor: i64,
-    pub shipping_minor: i64,
-    pub total_minor: i64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderInput {
@@ -165,7 +156,7 @@ pub struct OrderInput {
     pub user_id: String,
     pub payment_id: String,
     pub lines: Vec<OrderLine>,
-    pub totals: OrderTotals,
+    pub totals: Totals,
     /// How long after delivery a return may be requested.
     pub return_window_secs: u64,
 }
@@ -209,7 +200,7 @@ pub struct OrderView {
     pub user_id: String,
     pub status: OrderStatus,
     pub lines: Vec<LineState>,
-    pub totals: OrderTotals,
+    pub totals: Totals,
     pub refunded_minor: i64,
     /// The open return, if any.
     pub open_return: Option<ReturnRequest>,
