@@ -320,7 +320,7 @@ ensure_temporal() {
 # What the binaries read (defaults only; whatever is already set wins).
 
 export_store_env() {
-  export DATABASE_URL="${DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/emporium}"
+  export DATABASE_URL="${DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/emporium?sslmode=disable}"
   export REDIS_URL="${REDIS_URL:-redis://$REDIS_HOST:$REDIS_PORT}"
   export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-http://${TDEV_ADDRESS:-127.0.0.1:7233}}"
   export TEMPORAL_NAMESPACE="${TEMPORAL_NAMESPACE:-${TDEV_NAMESPACE:-emporium}}"

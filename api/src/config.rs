@@ -120,7 +120,7 @@ impl Config {
         };
         Ok(Self {
             bind: string("EMPORIUM_BIND", "0.0.0.0:8080"),
-            database_url: string("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/emporium"),
+            database_url: string("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/emporium?sslmode=disable"),
             database_max_connections: match var("DATABASE_MAX_CONNECTIONS") {
                 Some(v) => v.parse().context("DATABASE_MAX_CONNECTIONS must be a number")?,
                 None => 20,

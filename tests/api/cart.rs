@@ -377,3 +377,33 @@ async fn wishlist_add_list_remove_and_move_to_cart() {
     assert_eq!(too_many.code(), "insufficient_stock");
     assert_eq!(app.get("/wishlist", Some(&token)).await.body.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_cart_holds_one_currency() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[10]).await;
+    let category = app.create_category(&admin, "Euro things", None).await;
+    let mut euro = app.create_product(&admin, category, "CART-EUR", 900, 10).await;
+    let euro_id = euro["id"].as_i64().unwrap();
+    let repriced = app.patch(&format!("/admin/products/{euro_id}"), Some(&admin), json!({ "price": { "amount": 900, "currency": "EUR" } })).await;
+    assert_eq!(repriced.status, StatusCode::OK, "{}", repriced.text);
+    euro = repriced.body;
+    assert_eq!(euro["price"]["currency"], "EUR");
+
+    let (token, _) = app.register_customer().await;
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 1 })).await;
+    let mixed = app.post("/cart/items", Some(&token), json!({ "productId": euro_id, "quantity": 1 })).await;
+    assert_eq!((mixed.status, mixed.code()), (StatusCode::CONFLICT, "currency_mismatch"), "{}", mixed.text);
+    assert!(mixed.body["message"].as_str().unwrap().contains("EUR"), "{}", mixed.text);
+    let cart = app.get("/cart", Some(&token)).await.body;
+    assert_eq!((cart["lines"].as_array().unwrap().len(), cart["total"]["amount"].as_i64()), (1, Some(1_000)));
+
+    let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": euro_id, "quantity": 2 }))).await;
+    let session = first.headers["x-session-id"].to_str().unwrap().to_owned();
+    let mixed = anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
+    assert_eq!((mixed.status, mixed.code()), (StatusCode::CONFLICT, "currency_mismatch"), "{}", mixed.text);
+    let cart = anon(&app, Method::GET, "/cart", Some(&session), None).await.body;
+    assert_eq!((quantity_of(&cart, euro_id), quantity_of(&cart, ids[0])), (2, 0));
+    assert_eq!(cart["total"], json!({ "amount": 1_800, "currency": "EUR" }));
+}

@@ -15,7 +15,7 @@ pub mod worker;
 
 /// The Postgres server the tests make their databases on (from `DATABASE_URL`).
 pub fn database_server_url() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/emporium".into());
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/emporium?sslmode=disable".into());
     let (server, _) = emporium_entities::db::split_database_url(&url).expect("DATABASE_URL names a database");
     server
 }

@@ -39,7 +39,7 @@ impl WorkerConfig {
     pub fn from_env() -> Self {
         let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
         Self {
-            database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/emporium"),
+            database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/emporium?sslmode=disable"),
             redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
             temporal_address: var("TEMPORAL_ADDRESS", "http://127.0.0.1:7233"),
             temporal_namespace: var("TEMPORAL_NAMESPACE", "emporium"),

@@ -45,37 +45,43 @@ static CHANGE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 -- KEYS[1] the cart. ARGV: mode (add|set|remove|clear), product id, quantity, unit price,
 -- currency, now (ms), units available, most per line, ttl (ms).
--- Returns {status, units in the cart}: 0 done, 1 over the line limit, 2 not enough stock,
--- 3 no such line, 4 other currency.
+-- Returns {status, units in the cart, then on success the cart's fields and values}:
+-- status 0 done, 1 over the line limit, 2 not enough stock, 3 no such line, 4 other currency.
+-- All as strings. Returning the lines saves the caller a second round trip.
+local function with_lines(in_cart)
+  local out = {'0', tostring(in_cart)}
+  for _, item in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = item end
+  return out
+end
 local mode = ARGV[1]
 if mode == 'clear' then
   redis.call('DEL', KEYS[1])
-  return {0, 0}
+  return {'0', '0'}
 end
 local current = redis.call('HGET', KEYS[1], ARGV[2])
 if mode == 'remove' then
-  if not current then return {3, 0} end
+  if not current then return {'3', '0'} end
   redis.call('HDEL', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[9])
-  return {0, 0}
+  return with_lines(0)
 end
 local in_cart, price, currency, added = 0, ARGV[4], ARGV[5], ARGV[6]
 if current then
   local q, p, c, a = string.match(current, '^(%d+):(%d+):(%u+):(%d+)$')
   in_cart, price, currency, added = tonumber(q), p, c, a
 elseif mode == 'set' then
-  return {3, 0}
+  return {'3', '0'}
 end
 local wanted = tonumber(ARGV[3])
 if mode == 'add' then wanted = in_cart + wanted end
-if wanted > tonumber(ARGV[8]) then return {1, in_cart} end
-if wanted > tonumber(ARGV[7]) then return {2, in_cart} end
+if wanted > tonumber(ARGV[8]) then return {'1', tostring(in_cart)} end
+if wanted > tonumber(ARGV[7]) then return {'2', tostring(in_cart)} end
 for _, line in ipairs(redis.call('HVALS', KEYS[1])) do
-  if string.match(line, '^%d+:%d+:(%u+):') ~= currency then return {4, in_cart} end
+  if string.match(line, '^%d+:%d+:(%u+):') ~= currency then return {'4', tostring(in_cart)} end
 end
 redis.call('HSET', KEYS[1], ARGV[2], wanted .. ':' .. price .. ':' .. currency .. ':' .. added)
 redis.call('PEXPIRE', KEYS[1], ARGV[9])
-return {0, wanted}
+return with_lines(wanted)
 "#,
     )
 });
@@ -88,14 +94,15 @@ pub enum ChangeError {
     Redis(#[from] fred::error::Error),
 }
 
-/// Applies `change`; `product` is the live product for adds and sets.
+/// Applies `change` and returns the lines after it, oldest first; `product` is the live
+/// product for adds and sets.
 pub async fn change(
     redis: &RedisClient,
     session: &SessionId,
     change: CartChange,
     product: Option<&CartProduct>,
     max_line: i32,
-) -> Result<(), ChangeError> {
+) -> Result<Vec<CartLine>, ChangeError> {
     let (mode, product_id, quantity) = match change {
         CartChange::Add { product_id, quantity } => ("add", product_id, quantity),
         CartChange::Set { product_id, quantity } => ("set", product_id, quantity),
@@ -114,23 +121,34 @@ pub async fn change(
         max_line.to_string(),
         TTL.as_millis().to_string(),
     ];
-    let (status, in_cart): (i64, i64) = CHANGE.evalsha_with_reload(redis, key(session), args).await?;
-    let in_cart = in_cart as i32;
+    let reply: Vec<String> = CHANGE.evalsha_with_reload(redis, key(session), args).await?;
+    let status = reply.first().map(String::as_str).unwrap_or("");
+    let in_cart: i32 = reply.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
     match status {
-        0 => Ok(()),
-        1 => Err(ChangeError::Refused(CartError::LineLimit { max: max_line, in_cart })),
-        2 => Err(ChangeError::Refused(CartError::InsufficientStock { available, in_cart })),
-        3 => Err(ChangeError::Refused(CartError::LineNotFound)),
+        "0" => Ok(sorted_lines(reply[2..].chunks_exact(2).filter_map(|pair| parse_line(&pair[0], &pair[1])))),
+        "1" => Err(ChangeError::Refused(CartError::LineLimit { max: max_line, in_cart })),
+        "2" => Err(ChangeError::Refused(CartError::InsufficientStock { available, in_cart })),
+        "3" => Err(ChangeError::Refused(CartError::LineNotFound)),
         _ => Err(ChangeError::Refused(CartError::CurrencyMismatch { cart: "another currency".to_owned(), product: currency })),
     }
+}
+
+/// The products in the cart (to price them before a change).
+pub async fn product_ids(redis: &RedisClient, session: &SessionId) -> Result<Vec<i64>, fred::error::Error> {
+    let fields: Vec<String> = redis.hkeys(key(session)).await?;
+    Ok(fields.iter().filter_map(|f| f.parse().ok()).collect())
+}
+
+fn sorted_lines(lines: impl Iterator<Item = CartLine>) -> Vec<CartLine> {
+    let mut lines: Vec<CartLine> = lines.collect();
+    lines.sort_by_key(|l| (l.added_at, l.product_id));
+    lines
 }
 
 /// The lines, oldest first; an expired or unknown session has none.
 pub async fn lines(redis: &RedisClient, session: &SessionId) -> Result<Vec<CartLine>, fred::error::Error> {
     let raw: HashMap<String, String> = redis.hgetall(key(session)).await?;
-    let mut lines: Vec<CartLine> = raw.iter().filter_map(|(product, value)| parse_line(product, value)).collect();
-    lines.sort_by_key(|l| (l.added_at, l.product_id));
-    Ok(lines)
+    Ok(sorted_lines(raw.iter().filter_map(|(product, value)| parse_line(product, value))))
 }
 
 pub async fn delete(redis: &RedisClient, session: &SessionId) -> Result<(), fred::error::Error> {

@@ -12,7 +12,9 @@ use fred::clients::Client as RedisClient;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
-use emporium_entities::store::carts::{self, CartChange, CartError, CartLine, MergeLine, MergeReport, SkipReason, UserCart};
+use emporium_entities::store::carts::{
+    self, CartChange, CartError, CartLine, MergeLine, MergeReport, PricedCart, SkipReason, UserCart,
+};
 
 pub use anonymous::SessionId;
 pub use events::CartEvents;
@@ -63,28 +65,41 @@ impl CartService {
     pub async fn change(&self, owner: &CartOwner, change: CartChange) -> ApiResult<CartView> {
         match owner {
             CartOwner::User(user) => {
-                let cart = carts::change_user_cart(&self.db, *user, change, MAX_LINE_QUANTITY)
+                let priced = carts::change_user_cart(&self.db, *user, change, MAX_LINE_QUANTITY)
                     .await
                     .map_err(|e| cart_error(e, change))?;
-                self.after_user_change(*user, cart).await
+                Ok(self.after_priced_change(*user, priced).await)
             }
-            CartOwner::Session(session) => {
-                let session = session.clone().unwrap_or_else(SessionId::generate);
+            CartOwner::Session(existing) => {
+                let unavailable = |e| ApiError::unavailable("the cart store", e);
+                let session = existing.clone().unwrap_or_else(SessionId::generate);
+                let mut products = HashMap::new();
                 let product = match change {
                     CartChange::Add { product_id, .. } | CartChange::Set { product_id, .. } => {
-                        let found = carts::cart_products(&self.db, &[product_id]).await?.into_iter().find(|p| !p.deleted);
+                        // one query for the product being added and the lines already there
+                        let mut ids = match existing {
+                            Some(session) => anonymous::product_ids(&self.redis, session).await.map_err(unavailable)?,
+                            None => Vec::new(),
+                        };
+                        ids.push(product_id);
+                        products = self.products(&ids).await?;
+                        let found = products.get(&product_id).filter(|p| !p.deleted).cloned();
                         Some(found.ok_or_else(|| cart_error(CartError::ProductNotFound, change))?)
                     }
                     _ => None,
                 };
-                anonymous::change(&self.redis, &session, change, product.as_ref(), MAX_LINE_QUANTITY)
+                let lines = anonymous::change(&self.redis, &session, change, product.as_ref(), MAX_LINE_QUANTITY)
                     .await
                     .map_err(|e| match e {
                         anonymous::ChangeError::Refused(refusal) => cart_error(refusal, change),
-                        anonymous::ChangeError::Redis(e) => ApiError::unavailable("the cart store", e),
+                        anonymous::ChangeError::Redis(e) => unavailable(e),
                     })?;
-                let lines = anonymous::lines(&self.redis, &session).await.map_err(|e| ApiError::unavailable("the cart store", e))?;
-                self.price(lines, Some(&session)).await
+                // lines added meanwhile from another tab (or all of them, after a removal)
+                let unpriced: Vec<i64> = lines.iter().map(|l| l.product_id).filter(|id| !products.contains_key(id)).collect();
+                if !unpriced.is_empty() {
+                    products.extend(self.products(&unpriced).await?);
+                }
+                Ok(CartView::build(lines, &products, Some(session.as_str().to_owned())))
             }
         }
     }
@@ -92,7 +107,7 @@ impl CartService {
     /// Moves a wishlist item into the user's cart.
     pub async fn move_from_wishlist(&self, user: Uuid, product_id: i64, quantity: i32) -> ApiResult<CartView> {
         let change = CartChange::Add { product_id, quantity };
-        let cart = carts::move_wishlist_item_to_cart(&self.db, user, product_id, quantity, MAX_LINE_QUANTITY)
+        let priced = carts::move_wishlist_item_to_cart(&self.db, user, product_id, quantity, MAX_LINE_QUANTITY)
             .await
             .map_err(|e| match e {
                 CartError::LineNotFound => {
@@ -100,7 +115,7 @@ impl CartService {
                 }
                 other => cart_error(other, change),
             })?;
-        self.after_user_change(user, cart).await
+        Ok(self.after_priced_change(user, priced).await)
     }
 
     /// Merges the anonymous cart of `session` into the user's, once; the anonymous cart is gone
@@ -149,20 +164,34 @@ impl CartService {
         self.price(cart.lines, None).await
     }
 
-    /// Refreshes the cache and tells the user's other devices.
+    /// Prices a cart read from Postgres, then refreshes the cache and tells the user's devices.
     async fn after_user_change(&self, user: Uuid, cart: UserCart) -> ApiResult<CartView> {
-        cache::put(&self.redis, user, &cart).await;
-        let view = self.price(cart.lines, None).await?;
-        self.events.publish(user, &view).await;
+        let view = self.price(cart.lines.clone(), None).await?;
+        self.announce(user, &cart, &view).await;
         Ok(view)
+    }
+
+    async fn after_priced_change(&self, user: Uuid, priced: PricedCart) -> CartView {
+        let products = priced.products.into_iter().map(|p| (p.id, p)).collect();
+        let view = CartView::build(priced.cart.lines.clone(), &products, None);
+        self.announce(user, &priced.cart, &view).await;
+        view
+    }
+
+    /// The cache write and the event go out together (one connection pipelines them).
+    async fn announce(&self, user: Uuid, cart: &UserCart, view: &CartView) {
+        tokio::join!(cache::put(&self.redis, user, cart), self.events.publish(user, view));
     }
 
     /// Prices lines at the current catalogue prices.
     async fn price(&self, lines: Vec<CartLine>, session: Option<&SessionId>) -> ApiResult<CartView> {
         let ids: Vec<i64> = lines.iter().map(|l| l.product_id).collect();
-        let products: HashMap<i64, carts::CartProduct> =
-            carts::cart_products(&self.db, &ids).await?.into_iter().map(|p| (p.id, p)).collect();
+        let products = self.products(&ids).await?;
         Ok(CartView::build(lines, &products, session.map(|s| s.as_str().to_owned())))
+    }
+
+    async fn products(&self, ids: &[i64]) -> ApiResult<HashMap<i64, carts::CartProduct>> {
+        Ok(carts::cart_products(&self.db, ids).await?.into_iter().map(|p| (p.id, p)).collect())
     }
 }
 

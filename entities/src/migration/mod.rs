@@ -6,6 +6,7 @@ mod m20261201_000001_create_schema;
 mod m20261201_000002_create_cart_merges;
 mod m20261202_000001_flash_sale_claims_paying;
 mod m20261202_000010_outbox_txid;
+mod m20261203_000001_cart_change_function;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000002_create_cart_merges::Migration),
             Box::new(m20261202_000001_flash_sale_claims_paying::Migration),
             Box::new(m20261202_000010_outbox_txid::Migration),
+            Box::new(m20261203_000001_cart_change_function::Migration),
         ]
     }
 }

@@ -83,14 +83,16 @@ pub async fn cart_products<C: ConnectionTrait>(db: &C, ids: &[i64]) -> Result<Ve
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    // integers, so inlining them is safe, and one statement serves any number of ids
+    // one text parameter for any number of ids: a single statement, prepared once per connection
     let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-    let sql = format!(
+    Ok(CartProduct::find_by_statement(stmt(
         "SELECT p.id, p.sku, p.title, p.price_minor, p.currency, COALESCE(i.available, 0) AS available, \
          p.deleted_at IS NOT NULL AS deleted FROM products p LEFT JOIN inventory i ON i.product_id = p.id \
-         WHERE p.id IN ({list})"
-    );
-    Ok(CartProduct::find_by_statement(stmt(&sql, vec![])).all(db).await?)
+         WHERE p.id = ANY(string_to_array($1, ',')::bigint[])",
+        vec![list.into()],
+    ))
+    .all(db)
+    .await?)
 }
 
 pub async fn load_user_cart<C: ConnectionTrait>(db: &C, user_id: Uuid) -> Result<UserCart, StoreError> {
@@ -155,65 +157,94 @@ async fn upsert_line(tx: &DatabaseTransaction, cart_id: Uuid, product: &CartProd
     Ok(())
 }
 
-/// Applies one change inside `tx` to the (locked) cart `cart_id`.
-async fn apply_change(tx: &DatabaseTransaction, cart_id: Uuid, change: CartChange, max_line: i32) -> Result<(), CartError> {
-    match change {
-        CartChange::Add { product_id, quantity } | CartChange::Set { product_id, quantity } => {
-            let existing = line_quantity(tx, cart_id, product_id).await?;
-            let adding = matches!(change, CartChange::Add { .. });
-            if !adding && existing.is_none() {
-                return Err(CartError::LineNotFound);
-            }
-            let product = live_product(tx, product_id).await?.ok_or(CartError::ProductNotFound)?;
-            let in_cart = existing.unwrap_or(0);
-            let wanted = if adding { in_cart.saturating_add(quantity) } else { quantity };
-            if wanted > max_line {
-                return Err(CartError::LineLimit { max: max_line, in_cart });
-            }
-            if wanted > product.available {
-                return Err(CartError::InsufficientStock { available: product.available, in_cart });
-            }
-            if let Some(cart) = other_currency(tx, cart_id, &product.currency).await? {
-                return Err(CartError::CurrencyMismatch { cart, product: product.currency });
-            }
-            upsert_line(tx, cart_id, &product, wanted).await?;
-        }
-        CartChange::Remove { product_id } => {
-            let removed = tx
-                .execute_raw(stmt(
-                    "DELETE FROM cart_items WHERE cart_id = $1 AND product_id = $2",
-                    vec![cart_id.into(), product_id.into()],
-                ))
-                .await?
-                .rows_affected();
-            if removed == 0 {
-                return Err(CartError::LineNotFound);
-            }
-        }
-        CartChange::Clear => {
-            tx.execute_raw(stmt("DELETE FROM cart_items WHERE cart_id = $1", vec![cart_id.into()])).await?;
-        }
-    }
-    Ok(())
-}
-
 async fn lines_of(tx: &DatabaseTransaction, cart_id: Uuid) -> Result<Vec<CartLine>, StoreError> {
     Ok(CartLine::find_by_statement(stmt(LINES, vec![cart_id.into()])).all(tx).await?)
 }
 
-/// Applies `change` to the user's cart and returns the cart as committed.
-pub async fn change_user_cart<C: TransactionTrait<Transaction = DatabaseTransaction>>(
+/// A cart with what pricing it needs: its products (deleted ones flagged) as they are now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricedCart {
+    pub cart: UserCart,
+    pub products: Vec<CartProduct>,
+}
+
+/// One row of `cart_change(...)` (see the migration that creates it).
+#[derive(Debug, FromQueryResult)]
+struct ChangeRow {
+    status: i32,
+    in_cart: i32,
+    available: i32,
+    cart_currency: Option<String>,
+    version: i64,
+    product_id: Option<i64>,
+    quantity: Option<i32>,
+    unit_price_minor: Option<i64>,
+    currency: Option<String>,
+    added_at: Option<DateTime<Utc>>,
+    sku: Option<String>,
+    title: Option<String>,
+    price_minor: Option<i64>,
+    current_currency: Option<String>,
+    current_available: Option<i32>,
+    deleted: Option<bool>,
+}
+
+/// Applies `change` to the user's cart on `db` (the pool, or a transaction it joins) and
+/// returns the cart as committed, priced. One round trip: the function locks the cart row, so
+/// concurrent changes to one cart queue up instead of losing each other's updates.
+pub async fn change_user_cart<C: ConnectionTrait>(
     db: &C,
     user_id: Uuid,
     change: CartChange,
     max_line: i32,
-) -> Result<UserCart, CartError> {
-    let tx = db.begin().await?;
-    let (cart_id, version) = lock_cart(&tx, user_id).await?;
-    apply_change(&tx, cart_id, change, max_line).await?;
-    let lines = lines_of(&tx, cart_id).await?;
-    tx.commit().await?;
-    Ok(UserCart { version, lines })
+) -> Result<PricedCart, CartError> {
+    let (mode, product_id, quantity) = match change {
+        CartChange::Add { product_id, quantity } => ("add", product_id, quantity),
+        CartChange::Set { product_id, quantity } => ("set", product_id, quantity),
+        CartChange::Remove { product_id } => ("remove", product_id, 0),
+        CartChange::Clear => ("clear", 0, 0),
+    };
+    let rows = ChangeRow::find_by_statement(stmt(
+        "SELECT * FROM cart_change($1, $2, $3, $4, $5, $6)",
+        vec![user_id.into(), Uuid::now_v7().into(), mode.into(), product_id.into(), quantity.into(), max_line.into()],
+    ))
+    .all(db)
+    .await?;
+    let first = rows.first().ok_or(StoreError::NotFound)?;
+    match first.status {
+        0 => {}
+        1 => return Err(CartError::LineLimit { max: max_line, in_cart: first.in_cart }),
+        2 => return Err(CartError::InsufficientStock { available: first.available, in_cart: first.in_cart }),
+        3 => return Err(CartError::LineNotFound),
+        4 => {
+            return Err(CartError::CurrencyMismatch {
+                cart: first.cart_currency.clone().unwrap_or_default(),
+                product: first.currency.clone().unwrap_or_default(),
+            });
+        }
+        _ => return Err(CartError::ProductNotFound),
+    }
+    let version = first.version;
+    let mut lines = Vec::with_capacity(rows.len());
+    let mut products = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (Some(product_id), Some(quantity), Some(unit_price_minor), Some(currency), Some(added_at)) =
+            (row.product_id, row.quantity, row.unit_price_minor, row.currency, row.added_at)
+        else {
+            continue; // the empty cart's all-NULL line
+        };
+        lines.push(CartLine { product_id, quantity, unit_price_minor, currency, added_at });
+        products.push(CartProduct {
+            id: product_id,
+            sku: row.sku.unwrap_or_default(),
+            title: row.title.unwrap_or_default(),
+            price_minor: row.price_minor.unwrap_or(unit_price_minor),
+            currency: row.current_currency.unwrap_or_default(),
+            available: row.current_available.unwrap_or(0),
+            deleted: row.deleted.unwrap_or(false),
+        });
+    }
+    Ok(PricedCart { cart: UserCart { version, lines }, products })
 }
 
 /// Moves a wishlist item into the cart (adding `quantity`), in one transaction.
@@ -224,9 +255,8 @@ pub async fn move_wishlist_item_to_cart<C: TransactionTrait<Transaction = Databa
     product_id: i64,
     quantity: i32,
     max_line: i32,
-) -> Result<UserCart, CartError> {
+) -> Result<PricedCart, CartError> {
     let tx = db.begin().await?;
-    let (cart_id, version) = lock_cart(&tx, user_id).await?;
     let removed = tx
         .execute_raw(stmt(
             "DELETE FROM wishlists WHERE user_id = $1 AND product_id = $2",
@@ -237,10 +267,10 @@ pub async fn move_wishlist_item_to_cart<C: TransactionTrait<Transaction = Databa
     if removed == 0 {
         return Err(CartError::LineNotFound);
     }
-    apply_change(&tx, cart_id, CartChange::Add { product_id, quantity }, max_line).await?;
-    let lines = lines_of(&tx, cart_id).await?;
+    // a refused add rolls the wishlist removal back with it (the transaction is dropped)
+    let cart = change_user_cart(&tx, user_id, CartChange::Add { product_id, quantity }, max_line).await?;
     tx.commit().await?;
-    Ok(UserCart { version, lines })
+    Ok(cart)
 }
 
 /// A line of an anonymous cart being merged.
