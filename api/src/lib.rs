@@ -84,11 +84,11 @@ impl Application {
         }
         let redis = redis_client(&config.redis_url)?;
         let temporal = TemporalGateway::new(&config.temporal_address, &config.temporal_namespace);
-        let cart_events = CartEvents::start(&config.redis_url, redis.clone())?;
+        let cart_events = CartEvents::start(&config.redis_url)?;
         let metrics = Metrics::new();
         let search = SearchService::open(&config.search, db.clone(), redis.clone(), metrics.clone())
             .context("failed to open the search index")?;
-        let state = AppState {
+        let state = AppState::new(state::Services {
             carts: CartService::new(db.clone(), redis.clone(), cart_events),
             redis,
             checkouts: Checkouts::new(db.clone(), temporal.clone(), config.task_queue.clone(), config.checkout_reservation, config.order_return_window),
@@ -99,7 +99,7 @@ impl Application {
             search,
             db,
             config: Arc::new(config),
-        };
+        });
         let acceptor = TcpListener::bind(state.config.bind.clone())
             .into_acceptor()
             .await

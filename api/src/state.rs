@@ -12,8 +12,25 @@ use crate::{
     auth::TokenService, cart::CartService, checkout::Checkouts, config::Config, metrics::Metrics, orders::Orders, search::SearchService,
 };
 
+/// What every request handler may use. Cloned into each request, so it is one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub config: Arc<Config>,
     pub db: DatabaseConnection,
     pub redis: RedisClient,

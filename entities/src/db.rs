@@ -15,6 +15,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
+        // By default every checkout from the pool is pinged first: a round trip per query.
+        // Only a connection idle this long is checked; a broken busy one fails its query,
+        // which the callers' retries (activities, clients) already handle.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     Database::connect(options).await
 }

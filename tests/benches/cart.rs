@@ -1,14 +1,15 @@
 //! Cart add/update benchmark: throughput and p50/p99 latency over HTTP with concurrent clients,
 //! for anonymous carts (Redis) and signed-in carts (Postgres + Redis cache), side by side.
 //!
-//!     scripts/bench.sh cart            (CLIENTS=32 OPS=200 by default)
+//!     scripts/bench.sh cart            (CLIENTS=32 OPS=200 by default; CARTS=signed-in for one kind)
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use bytes::Bytes;
+use hyper::{Method, StatusCode, header::HeaderName};
 use serde_json::json;
 
-use emporium_tests::{TestApp, spawn_app};
+use emporium_tests::{TestApp, load::LoadClient, spawn_app};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -43,29 +44,27 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-/// Each client alternates "add 1" and "set quantity to 1" on its own line.
+/// Each client alternates "add 1" and "set quantity to 1" on its own line, on its own
+/// keep-alive connection.
 async fn run(app: &TestApp, clients: usize, ops: usize, products: &[i64], identities: Vec<Identity>) -> Figures {
     let started = Instant::now();
     let tasks = identities.into_iter().enumerate().map(|(i, identity)| {
-        let client = app.client.clone();
-        let base = app.address.clone();
+        let mut client = LoadClient::new(&app.address);
         let product = products[i % products.len()];
+        let add = Bytes::from(json!({ "productId": product, "quantity": 1 }).to_string());
+        let set = Bytes::from(json!({ "quantity": 1 }).to_string());
+        let item = format!("/cart/items/{product}");
         tokio::spawn(async move {
+            let session = HeaderName::from_static("x-session-id");
             let mut latencies = Vec::with_capacity(ops);
             for op in 0..ops {
-                let request = if op % 2 == 0 {
-                    client.post(format!("{base}/cart/items")).json(&json!({ "productId": product, "quantity": 1 }))
-                } else {
-                    client.patch(format!("{base}/cart/items/{product}")).json(&json!({ "quantity": 1 }))
-                };
-                let request = match &identity {
-                    Identity::Token(token) => request.bearer_auth(token),
-                    Identity::Session(session) => request.header("X-Session-Id", session),
-                };
+                let (method, path, body) =
+                    if op % 2 == 0 { (Method::POST, "/cart/items", add.clone()) } else { (Method::PATCH, item.as_str(), set.clone()) };
                 let sent = Instant::now();
-                let response = request.send().await.expect("request");
-                let status = response.status();
-                let _ = response.bytes().await;
+                let (status, _) = match &identity {
+                    Identity::Token(token) => client.send(method, path, Some(token), &[], Some(body)).await,
+                    Identity::Session(id) => client.send(method, path, None, &[(session.clone(), id)], Some(body)).await,
+                };
                 latencies.push(sent.elapsed());
                 assert_eq!(status, StatusCode::OK, "cart write failed");
             }
@@ -108,14 +107,28 @@ async fn main() {
         tokens.push(Identity::Token(app.register_customer().await.0));
     }
 
-    println!("cart benchmark: {clients} concurrent clients x {ops} requests (add / update alternating), API in-process");
-    let anonymous = run(&app, clients, ops, &products, sessions).await;
-    let signed_in = run(&app, clients, ops, &products, tokens).await;
-    anonymous.print("anonymous (Redis)");
-    signed_in.print("signed-in (Postgres)");
-    println!(
-        "signed-in / anonymous: throughput {:.2}x, p99 {:.2}x   (design target: p99 <= 10 ms)",
-        signed_in.per_second() / anonymous.per_second(),
-        signed_in.p99.as_secs_f64() / anonymous.p99.as_secs_f64()
-    );
+    // CARTS=signed-in (or anonymous) runs one kind alone, e.g. to profile it
+    let kinds = std::env::var("CARTS").unwrap_or_else(|_| "anonymous,signed-in".to_owned());
+    println!("cart benchmark: {clients} concurrent clients x {ops} requests (add / update alternating), API in-process, one keep-alive connection per client");
+    let anonymous = match kinds.contains("anonymous") {
+        true => Some(run(&app, clients, ops, &products, sessions).await),
+        false => None,
+    };
+    let signed_in = match kinds.contains("signed-in") {
+        true => Some(run(&app, clients, ops, &products, tokens).await),
+        false => None,
+    };
+    if let Some(figures) = &anonymous {
+        figures.print("anonymous (Redis)");
+    }
+    if let Some(figures) = &signed_in {
+        figures.print("signed-in (Postgres)");
+    }
+    if let (Some(anonymous), Some(signed_in)) = (anonymous, signed_in) {
+        println!(
+            "signed-in / anonymous: throughput {:.2}x, p99 {:.2}x   (design target: p99 <= 10 ms)",
+            signed_in.per_second() / anonymous.per_second(),
+            signed_in.p99.as_secs_f64() / anonymous.p99.as_secs_f64()
+        );
+    }
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use emporium_api::{Application, config::{Config, SearchConfig, Secret}, search::SearchService};
 
+pub mod load;
 pub mod worker;
 
 /// The Postgres server the tests make their databases on (from `DATABASE_URL`).

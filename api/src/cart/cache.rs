@@ -15,6 +15,8 @@ fn key(user: Uuid) -> String {
     format!("cart:user:{user}")
 }
 
+/// ARGV: version, cart json, ttl ms, then optionally an event channel and message, published
+/// only with a newer cart: a device never gets an older cart after a newer one.
 static PUT_IF_NEWER: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
@@ -24,6 +26,7 @@ if current then
   if version and version >= tonumber(ARGV[1]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
+if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 "#,
     )
@@ -41,12 +44,17 @@ pub async fn get(redis: &RedisClient, user: Uuid) -> Option<UserCart> {
     serde_json::from_str(&json).ok()
 }
 
-pub async fn put(redis: &RedisClient, user: Uuid, cart: &UserCart) {
+/// Caches `cart` unless a newer one is cached, and then publishes `event` (channel, message):
+/// one command for both.
+pub async fn put(redis: &RedisClient, user: Uuid, cart: &UserCart, event: Option<(String, String)>) {
     let json = match serde_json::to_string(cart) {
         Ok(json) => json,
         Err(err) => return tracing::error!(error = %err, "cart does not serialise"),
     };
-    let args = vec![cart.version.to_string(), json, TTL.as_millis().to_string()];
+    let mut args = vec![cart.version.to_string(), json, TTL.as_millis().to_string()];
+    if let Some((channel, message)) = event {
+        args.extend([channel, message]);
+    }
     if let Err(err) = PUT_IF_NEWER.evalsha_with_reload::<i64, _, _>(redis, key(user), args).await {
         tracing::warn!(error = %err, "cart cache write failed");
     }

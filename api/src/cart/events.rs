@@ -1,10 +1,11 @@
-//! Live cart updates: every change is published on `cart-events:<user>`; each API instance
-//! listens to the pattern once and hands messages to the SSE streams of that user.
+//! Live cart updates: every change is published on `cart-events:<user>` (by the cache write,
+//! see `cache::put`); each API instance listens to the pattern once and hands messages to the
+//! SSE streams of that user.
 
 use std::sync::Arc;
 
 use fred::{
-    clients::{Client as RedisClient, SubscriberClient},
+    clients::SubscriberClient,
     interfaces::{ClientLike, EventInterface, PubsubInterface},
     prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
 };
@@ -17,13 +18,12 @@ const PREFIX: &str = "cart-events:";
 
 #[derive(Clone)]
 pub struct CartEvents {
-    publisher: RedisClient,
     sender: broadcast::Sender<(Uuid, Arc<str>)>,
 }
 
 impl CartEvents {
     /// Starts listening (reconnecting and resubscribing as needed) and returns the hub.
-    pub fn start(redis_url: &str, publisher: RedisClient) -> anyhow::Result<Self> {
+    pub fn start(redis_url: &str) -> anyhow::Result<Self> {
         let (sender, _) = broadcast::channel(1024);
         let subscriber: SubscriberClient = Builder::from_config(RedisConfig::from_url(redis_url)?)
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
@@ -57,18 +57,19 @@ impl CartEvents {
             std::future::pending::<()>().await;
             drop(subscriber);
         });
-        Ok(Self { publisher, sender })
+        Ok(Self { sender })
     }
 
-    /// Tells every device of `user` about its new cart. Best effort: a lost event is repaired
-    /// by the next one or by reconnecting.
-    pub async fn publish(&self, user: Uuid, cart: &CartView) {
-        let json = match serde_json::to_string(&poem_openapi::types::ToJSON::to_json(cart)) {
-            Ok(json) => json,
-            Err(err) => return tracing::error!(error = %err, "cart view does not serialise"),
-        };
-        if let Err(err) = self.publisher.publish::<i64, _, _>(format!("{PREFIX}{user}"), json).await {
-            tracing::warn!(error = %err, "cart event not published");
+    /// The channel and message that tell every device of `user` about its new cart; the
+    /// cache write publishes it. Best effort: a lost event is repaired by the next one or by
+    /// reconnecting.
+    pub fn event(user: Uuid, cart: &CartView) -> Option<(String, String)> {
+        match serde_json::to_string(&poem_openapi::types::ToJSON::to_json(cart)) {
+            Ok(json) => Some((format!("{PREFIX}{user}"), json)),
+            Err(err) => {
+                tracing::error!(error = %err, "cart view does not serialise");
+                None
+            }
         }
     }
 

@@ -157,7 +157,7 @@ impl CartService {
             Some(cart) => cart,
             None => {
                 let cart = carts::load_user_cart(&self.db, user).await?;
-                cache::put(&self.redis, user, &cart).await;
+                cache::put(&self.redis, user, &cart, None).await;
                 cart
             }
         };
@@ -178,9 +178,9 @@ impl CartService {
         view
     }
 
-    /// The cache write and the event go out together (one connection pipelines them).
+    /// Refreshes the cache and tells the user's devices, in one Redis command.
     async fn announce(&self, user: Uuid, cart: &UserCart, view: &CartView) {
-        tokio::join!(cache::put(&self.redis, user, cart), self.events.publish(user, view));
+        cache::put(&self.redis, user, cart, CartEvents::event(user, view)).await;
     }
 
     /// Prices lines at the current catalogue prices.

@@ -244,6 +244,7 @@ pub async fn change_user_cart<C: ConnectionTrait>(
             deleted: row.deleted.unwrap_or(false),
         });
     }
+    lines.sort_by_key(|l| (l.added_at, l.product_id));
     Ok(PricedCart { cart: UserCart { version, lines }, products })
 }
 
