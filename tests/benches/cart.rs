@@ -1,7 +1,11 @@
 //! Cart add/update benchmark: throughput and p50/p99 latency over HTTP with concurrent clients,
 //! for anonymous carts (Redis) and signed-in carts (Postgres + Redis cache), side by side.
 //!
-//!     scripts/bench.sh cart            (CLIENTS=32 OPS=200 by default; CARTS=signed-in for one kind)
+//!     scripts/bench.sh cart            (CLIENTS=32 OPS=1000 by default; CARTS=signed-in for one kind)
+
+// the allocator the API and worker binaries run with
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
@@ -88,7 +92,7 @@ enum Identity {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let clients = env_or("CLIENTS", 32);
-    let ops = env_or("OPS", 200);
+    let ops = env_or("OPS", 1000);
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let category = app.create_category(&admin, "Bench", None).await;

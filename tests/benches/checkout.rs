@@ -5,6 +5,10 @@
 //!
 //!     scripts/bench.sh checkout          (CHECKOUTS=200 CLIENTS=8 by default)
 
+// the allocator the API and worker binaries run with
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},

@@ -5,7 +5,12 @@
 //!
 //!     scripts/bench.sh flash            (CLIENTS=256 ENTRIES=100000 UNITS=1000 by default)
 //!
-//! The row-lock side is measured straight against Postgres (no HTTP, no JWT), which flatters it.
+//! Both designs are served the same way (poem, the bearer-token check, the same connection pool)
+//! and driven by the same load generator: one keep-alive connection per client.
+
+// the allocator the API and worker binaries run with
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::{
     sync::{
@@ -16,14 +21,14 @@ use std::{
 };
 
 use chrono::Utc;
-use reqwest::StatusCode;
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use hyper::{Method, StatusCode};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::json;
 use uuid::Uuid;
 
-use emporium_api::auth::TokenService;
+use emporium_api::auth::{TokenKind, TokenService};
 use emporium_entities::entity::users::Role;
-use emporium_tests::{TestApp, spawn_app_with, worker::{TestWorker, unique_task_queue}};
+use emporium_tests::{TestApp, load::LoadClient, spawn_app_with, worker::{TestWorker, unique_task_queue}};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -106,9 +111,10 @@ async fn redis_design(app: &TestApp, admin: &str, clients: usize, entries: usize
     let next = Arc::new(AtomicUsize::new(0));
     let winners = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let path = format!("/flash-sales/{sale}/enter");
     let tasks = (0..clients).map(|_| {
-        let (client, base, sale, tokens, next, winners) =
-            (app.client.clone(), app.address.clone(), sale.clone(), tokens.clone(), next.clone(), winners.clone());
+        let (mut client, path, tokens, next, winners) =
+            (LoadClient::new(&app.address), path.clone(), tokens.clone(), next.clone(), winners.clone());
         tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -118,9 +124,7 @@ async fn redis_design(app: &TestApp, admin: &str, clients: usize, entries: usize
                 }
                 let token = &tokens[i % tokens.len()];
                 let sent = Instant::now();
-                let response = client.post(format!("{base}/flash-sales/{sale}/enter")).bearer_auth(token).send().await.expect("entry");
-                let status = response.status();
-                let body = response.bytes().await.unwrap_or_default();
+                let (status, body) = client.send(Method::POST, &path, Some(token), &[], None).await;
                 latencies.push(sent.elapsed());
                 match status {
                     StatusCode::OK => {
@@ -150,6 +154,32 @@ async fn redis_design(app: &TestApp, admin: &str, clients: usize, entries: usize
     figures(all, claims as usize, elapsed)
 }
 
+/// The row-lock design served like the real route: poem, the API's bearer-token check, then
+/// one `UPDATE … WHERE remaining > 0` on the API's own connection pool; 200 or 409 sold out.
+#[poem::handler]
+async fn row_lock_enter(req: &poem::Request, state: poem::web::Data<&Arc<RowLock>>) -> poem::Response {
+    let token = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if token.and_then(|t| state.tokens.verify(t, TokenKind::Access)).is_none() {
+        return poem::Response::builder().status(StatusCode::UNAUTHORIZED).finish();
+    }
+    let won = state
+        .db
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "UPDATE bench_row_lock_sales SET remaining = remaining - 1 WHERE id = 1 AND remaining > 0",
+        ))
+        .await
+        .expect("row-lock entry")
+        .rows_affected();
+    let (status, body) = if won == 1 { (StatusCode::OK, r#"{"result":"claimed"}"#) } else { (StatusCode::CONFLICT, r#"{"code":"sold_out"}"#) };
+    poem::Response::builder().status(status).content_type("application/json").body(body)
+}
+
+struct RowLock {
+    db: DatabaseConnection,
+    tokens: TokenService,
+}
+
 async fn row_lock_design(app: &TestApp, clients: usize, entries: usize, units: usize) -> Figures {
     let db = app.db().clone();
     db.execute_unprepared(&format!(
@@ -158,29 +188,41 @@ async fn row_lock_design(app: &TestApp, clients: usize, entries: usize, units: u
     ))
     .await
     .expect("row-lock table");
+    let tokens = Arc::new(customers(app, entries.div_ceil(5)).await);
+    let state = Arc::new(RowLock {
+        db: app.db().clone(),
+        tokens: TokenService::new(&app.config.jwt_secret, Duration::from_secs(3600), Duration::from_secs(3600)),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    drop(listener); // poem binds it again; nothing else takes a fresh ephemeral port meanwhile
+    let routes = poem::EndpointExt::data(poem::Route::new().at("/row-lock/enter", poem::post(row_lock_enter)), state);
+    let server = tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(address.trim_start_matches("http://").to_owned())).run(routes));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
     let next = Arc::new(AtomicUsize::new(0));
     let winners = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks = (0..clients).map(|_| {
-        let (db, next, winners) = (db.clone(), next.clone(), winners.clone());
+        let (mut client, tokens, next, winners) = (LoadClient::new(&address), tokens.clone(), next.clone(), winners.clone());
         tokio::spawn(async move {
             let mut latencies = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < entries {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= entries {
+                    return latencies;
+                }
                 let sent = Instant::now();
-                let won = db
-                    .execute_raw(Statement::from_string(
-                        DbBackend::Postgres,
-                        "UPDATE bench_row_lock_sales SET remaining = remaining - 1 WHERE id = 1 AND remaining > 0",
-                    ))
-                    .await
-                    .expect("row-lock entry")
-                    .rows_affected();
+                let (status, _) = client.send(Method::POST, "/row-lock/enter", Some(&tokens[i % tokens.len()]), &[], None).await;
                 latencies.push(sent.elapsed());
-                if won == 1 {
-                    winners.fetch_add(1, Ordering::Relaxed);
+                match status {
+                    StatusCode::OK => {
+                        winners.fetch_add(1, Ordering::Relaxed);
+                    }
+                    StatusCode::CONFLICT => {}
+                    other => panic!("row-lock entry answered {other}"),
                 }
             }
-            latencies
         })
     });
     let mut all = Vec::with_capacity(entries);
@@ -188,6 +230,7 @@ async fn row_lock_design(app: &TestApp, clients: usize, entries: usize, units: u
         all.extend(task.expect("client"));
     }
     let elapsed = started.elapsed();
+    server.abort();
     let won = winners.load(Ordering::Relaxed);
     assert_eq!(won, units, "exactly N winners for N units");
     figures(all, won, elapsed)
@@ -212,6 +255,6 @@ async fn main() {
     let redis = redis_design(&app, &admin, clients, entries, units).await;
     redis.print("Redis Lua admission (HTTP)");
     let row_lock = row_lock_design(&app, clients, entries, units).await;
-    row_lock.print("Postgres row lock (direct SQL)");
+    row_lock.print("Postgres row lock (HTTP)");
     println!("ratio: {:.1}x the entries/s of the row-lock design", redis.per_second() / row_lock.per_second());
 }

@@ -9,6 +9,10 @@
 //! PG_REQUESTS (default REQUESTS / 4) sets the requests per client on the Postgres side, which
 //! is much slower. The catalogue lives in a database of its own, dropped at the end.
 
+// the allocator the API and worker binaries run with
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
