@@ -90,12 +90,28 @@ impl Orders {
             Some(id) => WorkflowExecuteUpdateOptions::builder().update_id(id).build(),
             None => WorkflowExecuteUpdateOptions::default(),
         };
-        let sent = match command.clone() {
-            OrderCommand::Cancel => handle.execute_update(OrderWorkflow::cancel, (), options).await,
-            OrderCommand::Ship(shipment) => handle.execute_update(OrderWorkflow::ship, shipment, options).await,
-            OrderCommand::Deliver => handle.execute_update(OrderWorkflow::deliver, (), options).await,
-            OrderCommand::RequestReturn(request) => handle.execute_update(OrderWorkflow::request_return, request, options).await,
-            OrderCommand::ReceiveReturn => handle.execute_update(OrderWorkflow::receive_return, (), options).await,
+        // The order row commits before the checkout starts the order's workflow, so a command
+        // right after the order appears can find no workflow yet: while the order is PLACED
+        // (its workflow cannot have ended), wait for it rather than answer from Postgres.
+        let mut waits = [50u64, 100, 200, 400, 800, 1_600, 1_600].into_iter();
+        let sent = loop {
+            let sent = match command.clone() {
+                OrderCommand::Cancel => handle.execute_update(OrderWorkflow::cancel, (), options.clone()).await,
+                OrderCommand::Ship(shipment) => handle.execute_update(OrderWorkflow::ship, shipment, options.clone()).await,
+                OrderCommand::Deliver => handle.execute_update(OrderWorkflow::deliver, (), options.clone()).await,
+                OrderCommand::RequestReturn(request) => {
+                    handle.execute_update(OrderWorkflow::request_return, request, options.clone()).await
+                }
+                OrderCommand::ReceiveReturn => handle.execute_update(OrderWorkflow::receive_return, (), options.clone()).await,
+            };
+            let not_started = matches!(sent, Err(WorkflowUpdateError::NotFound(_))) && OrderStatus::parse(&status) == Some(OrderStatus::Placed);
+            match waits.next() {
+                Some(ms) if not_started => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+                _ if not_started => {
+                    return Err(ApiError::unavailable("the order's workflow", anyhow::anyhow!("order {order_id} has no workflow yet")));
+                }
+                _ => break sent,
+            }
         };
         match sent {
             Ok(CommandOutcome::Accepted { .. }) => Ok(()),

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode, header::HeaderName};
 use serde_json::json;
 
-use emporium_tests::{TestApp, load::LoadClient, spawn_app};
+use emporium_tests::{TestApp, load::LoadClient, spawn_app_with};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -93,7 +93,14 @@ enum Identity {
 async fn main() {
     let clients = env_or("CLIENTS", 32);
     let ops = env_or("OPS", 1000);
-    let app = spawn_app().await;
+    // DB_POOL: the API's Postgres connections (the tests' default otherwise)
+    let pool = std::env::var("DB_POOL").ok().and_then(|v| v.parse::<u32>().ok());
+    let app = spawn_app_with(|config| {
+        if let Some(pool) = pool {
+            config.database_max_connections = pool;
+        }
+    })
+    .await;
     let admin = app.admin_token().await;
     let category = app.create_category(&admin, "Bench", None).await;
     let mut products = Vec::new();

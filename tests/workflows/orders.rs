@@ -168,7 +168,11 @@ async fn full_lifecycle_ship_deliver_partial_return_refund_and_restock() {
     // less its (free) shipping
     assert_eq!(request_return(&shop, &token, &order_id, product, 1).await.status, StatusCode::OK);
     assert_eq!(receive_return(&shop, &order_id).await.status, StatusCode::OK);
-    let all_back = wait_for_order(&shop, &token, &order_id, "fully returned", |o| o["payment"]["refunded"]["amount"] == 6_480).await;
+    // the refund is recorded first, the order's RETURNED transition right after it
+    let all_back = wait_for_order(&shop, &token, &order_id, "fully returned", |o| {
+        o["payment"]["refunded"]["amount"] == 6_480 && o["status"] == "RETURNED"
+    })
+    .await;
     assert_eq!(all_back["status"], "RETURNED");
     assert_eq!(all_back["payment"]["status"], "REFUNDED");
     let db = shop.app.db();
