@@ -72,7 +72,7 @@ impl Orders {
     /// Sends `command` to the order's workflow and answers once its first step is recorded.
     /// With `owner`, the order must be theirs (404 otherwise, as if it did not exist).
     pub async fn command(&self, order_id: Uuid, owner: Option<Uuid>, command: OrderCommand) -> ApiResult<()> {
-        let (user_id, status) = orders::status_of(&self.db, order_id).await?.ok_or_else(|| not_found(order_id))?;
+        let (user_id, mut status) = orders::status_of(&self.db, order_id).await?.ok_or_else(|| not_found(order_id))?;
         if owner.is_some_and(|owner| owner != user_id) {
             return Err(not_found(order_id));
         }
@@ -104,7 +104,12 @@ impl Orders {
                 }
                 OrderCommand::ReceiveReturn => handle.execute_update(OrderWorkflow::receive_return, (), options.clone()).await,
             };
-            let not_started = matches!(sent, Err(WorkflowUpdateError::NotFound(_))) && OrderStatus::parse(&status) == Some(OrderStatus::Placed);
+            let mut not_started = false;
+            if matches!(sent, Err(WorkflowUpdateError::NotFound(_))) && OrderStatus::parse(&status) == Some(OrderStatus::Placed) {
+                // the workflow may also have ended meanwhile (a cancel refunded): look again
+                status = orders::status_of(&self.db, order_id).await?.ok_or_else(|| not_found(order_id))?.1;
+                not_started = OrderStatus::parse(&status) == Some(OrderStatus::Placed);
+            }
             match waits.next() {
                 Some(ms) if not_started => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
                 _ if not_started => {

@@ -16,8 +16,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         // By default every checkout from the pool is pinged first: a round trip per query.
-        // Only a connection idle this long is checked; a broken busy one fails its query,
-        // which the callers' retries (activities, clients) already handle.
+        // Only a connection idle this long is checked. The price: after a Postgres restart,
+        // each connection used within that time fails one query (activities retry it; an API
+        // request gets a 503 or 500 once per connection).
         .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     Database::connect(options).await

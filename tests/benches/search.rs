@@ -7,7 +7,7 @@
 //!     PRODUCTS=100000 scripts/bench.sh search       (a smaller catalogue)
 //!
 //! PG_REQUESTS (default REQUESTS / 4) sets the requests per client on the Postgres side, which
-//! is much slower. The catalogue lives in a database of its own, dropped at the end.
+//! is much slower. SLOWEST=1 also prints the slowest queries run alone. The catalogue lives in a database of its own, dropped at the end.
 
 // the allocator the API and worker binaries run with
 #[global_allocator]
@@ -15,11 +15,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use hyper::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use emporium_api::catalogue_generator::seed_catalogue;
-use emporium_tests::{TestApp, TestDatabase, spawn_app_on};
+use emporium_tests::{load::LoadClient, TestApp, TestDatabase, spawn_app_on};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
@@ -172,17 +172,14 @@ fn figures(mut all: Vec<Duration>, elapsed: Duration) -> Figures {
 async fn run_http(app: &TestApp, queries: &[BenchQuery], clients: usize, per_client: usize) -> Figures {
     let started = Instant::now();
     let tasks = (0..clients).map(|c| {
-        let client = app.client.clone();
-        let base = app.address.clone();
+        let mut client = LoadClient::new(&app.address);
         let paths: Vec<String> = queries.iter().map(BenchQuery::http).collect();
         tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_client);
             for n in 0..per_client {
                 let path = &paths[(c * 7 + n) % paths.len()];
                 let sent = Instant::now();
-                let response = client.get(format!("{base}{path}")).send().await.expect("request");
-                let status = response.status();
-                let _ = response.bytes().await;
+                let (status, _) = client.send(Method::GET, path, None, &[], None).await;
                 latencies.push(sent.elapsed());
                 assert_eq!(status, StatusCode::OK, "{path}");
             }
@@ -281,6 +278,24 @@ async fn main() {
         tantivy.p99.as_secs_f64() / postgres.p99.as_secs_f64()
     );
     println!("indexing: {products} products in {:.1} s ({:.0} products/s)", indexed.as_secs_f64(), products as f64 / indexed.as_secs_f64());
+    if std::env::var("SLOWEST").is_ok() {
+        // one client, each query 5 times: which queries make the tail
+        let mut client = LoadClient::new(&app.address);
+        let mut costs = Vec::new();
+        for query in &queries {
+            let path = query.http();
+            let sent = Instant::now();
+            for _ in 0..5 {
+                client.send(Method::GET, &path, None, &[], None).await;
+            }
+            costs.push((sent.elapsed() / 5, path));
+        }
+        costs.sort_by(|a, b| b.0.cmp(&a.0));
+        println!("slowest queries alone (mean of 5, one client):");
+        for (cost, path) in costs.iter().take(12) {
+            println!("  {:>8.2} ms  {path}", cost.as_secs_f64() * 1e3);
+        }
+    }
     drop(pg);
     drop(app);
 }

@@ -15,17 +15,19 @@ fn key(user: Uuid) -> String {
     format!("cart:user:{user}")
 }
 
-/// ARGV: version, cart json, ttl ms, then optionally an event channel and message, published
-/// only with a newer cart: a device never gets an older cart after a newer one.
+/// ARGV: version, cart json, ttl ms, then optionally an event channel and message. The event
+/// goes out unless a newer cart is cached (a device never gets an older cart after a newer
+/// one); the same version may already be cached by a reader that loaded it first.
 static PUT_IF_NEWER: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 local current = redis.call('GET', KEYS[1])
-if current then
-  local version = tonumber(string.match(current, '^(%d+)|'))
-  if version and version >= tonumber(ARGV[1]) then return 0 end
+local cached = current and tonumber(string.match(current, '^(%d+)|'))
+local version = tonumber(ARGV[1])
+if cached and cached > version then return 0 end
+if not cached or cached < version then
+  redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 "#,

@@ -21,10 +21,7 @@ RETURNS TABLE (
     status integer, in_cart integer, available integer, cart_currency text, version bigint,
     product_id bigint, quantity integer, unit_price_minor bigint, currency text, added_at timestamptz,
     sku text, title text, price_minor bigint, current_currency text, current_available integer, deleted boolean)
-LANGUAGE plpgsql
--- Its statements are key lookups whose best plan never depends on the arguments; left to
--- choose, Postgres kept planning them afresh on every call (stats reads, expression walks).
-AS $fn$
+LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
     v_cart uuid;

@@ -48,7 +48,8 @@ pub enum CartChange {
     Clear,
 }
 
-/// Why a cart change was refused. Nothing was changed.
+/// Why a cart change was refused. No line was changed (the cart's version counter may have moved,
+/// and an empty cart row may have been created).
 #[derive(Debug, thiserror::Error)]
 pub enum CartError {
     #[error("product not found")]
@@ -111,7 +112,8 @@ pub async fn load_user_cart<C: ConnectionTrait>(db: &C, user_id: Uuid) -> Result
 async fn lock_cart(tx: &DatabaseTransaction, user_id: Uuid) -> Result<(Uuid, i64), StoreError> {
     let row = tx
         .query_one_raw(stmt(
-            "INSERT INTO carts (id, user_id) VALUES ($1, $2) ON CONFLICT (user_id) \
+            // a new cart starts at 1: version 0 is "no cart", which a reader may have cached
+            "INSERT INTO carts (id, user_id, version) VALUES ($1, $2, 1) ON CONFLICT (user_id) \
              DO UPDATE SET version = carts.version + 1, updated_at = now() RETURNING id, version",
             vec![Uuid::now_v7().into(), user_id.into()],
         ))
