@@ -290,7 +290,7 @@ async fn main() {
             }
             costs.push((sent.elapsed() / 5, path));
         }
-        costs.sort_by(|a, b| b.0.cmp(&a.0));
+        costs.sort_by_key(|c| std::cmp::Reverse(c.0));
         println!("slowest queries alone (mean of 5, one client):");
         for (cost, path) in costs.iter().take(12) {
             println!("  {:>8.2} ms  {path}", cost.as_secs_f64() * 1e3);
