@@ -83,8 +83,10 @@ pub struct IndexQuery {
     pub text: String,
     /// The category asked for (its sub-categories match too) ...
     pub category: Option<i64>,
-    /// ... and every category id that matches it.
+    /// ... and every category id that matches it ...
     pub category_ids: Vec<i64>,
+    /// ... and their slugs.
+    pub category_slugs: Vec<String>,
     /// Any of these brands (case-insensitive); empty means all.
     pub brands: Vec<String>,
     pub min_price: Option<i64>,
@@ -282,6 +284,9 @@ impl SearchService {
             text: checked.text,
             category,
             category_ids: category.map(|c| categories.subtree(c)).unwrap_or_default(),
+            category_slugs: category
+                .map(|c| categories.subtree(c).into_iter().filter_map(|id| categories.slug(id).map(str::to_owned)).collect())
+                .unwrap_or_default(),
             brands: checked.brands,
             min_price: checked.min_price,
             max_price: checked.max_price,

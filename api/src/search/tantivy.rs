@@ -26,7 +26,7 @@ use tantivy::{
     collector::{Collector, SegmentCollector, TopDocs},
     columnar::{Column, ColumnValues, StrColumn},
     query::{
-        AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, Query, TermQuery,
+        AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, Query, TermQuery,
     },
     schema::{
         FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TextFieldIndexing, TextOptions, Value,
@@ -476,9 +476,48 @@ fn text_query(generation: &Generation, searcher: &tantivy::Searcher, text: &str)
     Ok(Box::new(BooleanQuery::new(clauses)))
 }
 
+/// With both a category and a brand filter, a document that matches neither counts nowhere:
+/// not in the results, and not in any facet (each facet drops one filter, never two). Those
+/// documents are left out by the inverted index instead of being visited one by one; a
+/// category page filtered by brands then reads a fraction of the catalogue. The collector
+/// still checks every filter itself, so this only has to be a superset. It scores 0, leaving
+/// the text's relevance as it was.
+fn with_candidates(
+    generation: &Generation,
+    searcher: &tantivy::Searcher,
+    q: &IndexQuery,
+    query: Box<dyn Query>,
+) -> Result<Box<dyn Query>, SearchError> {
+    if q.category.is_none() || q.brands.is_empty() || q.category_slugs.is_empty() {
+        return Ok(query);
+    }
+    let f = generation.fields;
+    let term = |field, text: &str| -> (Occur, Box<dyn Query>) {
+        (Occur::Should, Box::new(TermQuery::new(Term::from_field_text(field, text), IndexRecordOption::Basic)))
+    };
+    let mut any: Vec<(Occur, Box<dyn Query>)> = q.category_slugs.iter().map(|slug| term(f.category_slug, slug)).collect();
+    // brands are filtered case-insensitively; the index holds them as written
+    let wanted: HashSet<String> = q.brands.iter().map(|b| b.to_lowercase()).collect();
+    let mut brands = HashSet::new();
+    for segment in searcher.segment_readers() {
+        let inverted = segment.inverted_index(f.brand)?;
+        let mut terms = inverted.terms().stream()?;
+        while terms.advance() {
+            if let Ok(brand) = std::str::from_utf8(terms.key())
+                && wanted.contains(&brand.to_lowercase())
+            {
+                brands.insert(brand.to_owned());
+            }
+        }
+    }
+    any.extend(brands.iter().map(|brand| term(f.brand, brand)));
+    let candidates = ConstScoreQuery::new(Box::new(BooleanQuery::new(any)), 0.0);
+    Ok(Box::new(BooleanQuery::new(vec![(Occur::Must, query), (Occur::Must, Box::new(candidates))])))
+}
+
 fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, SearchError> {
     let searcher = generation.reader.searcher();
-    let query = text_query(generation, &searcher, &q.text)?;
+    let query = with_candidates(generation, &searcher, q, text_query(generation, &searcher, &q.text)?)?;
     let collector = SearchCollector {
         // only a relevance sort of a text query needs BM25; the others skip scoring (score 0)
         scoring: q.sort == Sort::Relevance && !q.text.trim().is_empty(),
