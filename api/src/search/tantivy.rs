@@ -8,6 +8,7 @@
 //! remembers them in one step.
 
 use std::{
+    collections::HashMap,
     cmp::Reverse,
     collections::{BinaryHeap, HashSet},
     path::{Path, PathBuf},
@@ -24,6 +25,7 @@ use tantivy::{
     DocAddress, DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentOrdinal, SegmentReader,
     TantivyDocument, Term,
     collector::{Collector, SegmentCollector, TopDocs},
+    index::SegmentId,
     columnar::{Column, ColumnValues, StrColumn},
     query::{
         AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, Query, TermQuery,
@@ -141,6 +143,8 @@ struct Generation {
     fields: Fields,
     checkpoint: Mutex<Option<Checkpoint>>,
     opstamp: AtomicU64,
+    /// Per segment and "in stock only": what browsing without filters needs (see `browse`).
+    browse: Mutex<HashMap<(SegmentId, bool), Arc<BrowseTables>>>,
 }
 
 impl Generation {
@@ -167,6 +171,7 @@ impl Generation {
             fields,
             checkpoint: Mutex::new(checkpoint),
             opstamp: AtomicU64::new(metas.opstamp),
+            browse: Mutex::new(HashMap::new()),
             index,
         })
     }
@@ -476,6 +481,104 @@ fn text_query(generation: &Generation, searcher: &tantivy::Searcher, text: &str)
     Ok(Box::new(BooleanQuery::new(clauses)))
 }
 
+/// Browsing with no filter but "in stock" would visit every document to count the facets. A
+/// segment never changes once written, so its counts and, per sort, its documents in order are
+/// worked out once (on first use) and kept with the generation; at query time a segment's
+/// deleted documents are taken back out and the top of each order is merged.
+struct BrowseTables {
+    total: u64,
+    categories: Vec<u64>,
+    brands: Vec<u64>,
+    prices: Vec<u64>,
+    /// Per sort (`sort_index`): the segment's documents, best first.
+    orders: [std::sync::OnceLock<Vec<DocId>>; 5],
+}
+
+fn sort_index(sort: Sort) -> usize {
+    match sort {
+        Sort::Relevance => 0,
+        Sort::PriceAsc => 1,
+        Sort::PriceDesc => 2,
+        Sort::Newest => 3,
+        Sort::Rating => 4,
+    }
+}
+
+/// Runs `f` over the segment's documents in collector-sized blocks, deleted ones included.
+fn every_block(reader: &SegmentReader, mut f: impl FnMut(&[DocId])) {
+    let docs: Vec<DocId> = (0..reader.max_doc()).collect();
+    for block in docs.chunks(BLOCK) {
+        f(block);
+    }
+}
+
+fn browse(generation: &Generation, searcher: &tantivy::Searcher, collector: &SearchCollector) -> tantivy::Result<SearchFruit> {
+    let live: HashSet<SegmentId> = searcher.segment_readers().iter().map(|r| r.segment_id()).collect();
+    let mut fruits = Vec::new();
+    for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+        let key = (reader.segment_id(), collector.in_stock);
+        let cached = generation.browse.lock().expect("browse tables lock").get(&key).cloned();
+        let tables = match cached {
+            Some(tables) => tables,
+            None => {
+                let mut all = collector.for_segment(ord as SegmentOrdinal, reader)?;
+                all.top = Top::new(0);
+                every_block(reader, |block| all.collect_block(block));
+                let tables = Arc::new(BrowseTables {
+                    total: all.total,
+                    categories: std::mem::take(&mut all.category_counts),
+                    brands: std::mem::take(&mut all.brand_counts),
+                    prices: std::mem::take(&mut all.price_counts),
+                    orders: Default::default(),
+                });
+                let mut map = generation.browse.lock().expect("browse tables lock");
+                map.retain(|(segment, _), _| live.contains(segment)); // merged-away segments
+                map.insert(key, tables.clone());
+                tables
+            }
+        };
+        let mut segment = collector.for_segment(ord as SegmentOrdinal, reader)?;
+        segment.total = tables.total;
+        segment.category_counts.clone_from(&tables.categories);
+        segment.brand_counts.clone_from(&tables.brands);
+        segment.price_counts.clone_from(&tables.prices);
+        let alive = reader.alive_bitset();
+        if let Some(alive) = alive {
+            // take the deleted documents back out of the counts
+            for doc in (0..reader.max_doc()).filter(|&doc| !alive.is_alive(doc)) {
+                if segment.in_stock && segment.available.get_val(doc) <= 0 {
+                    continue;
+                }
+                segment.total -= 1;
+                segment.category_counts[segment.category.get_val(doc) as usize] -= 1;
+                if let Some(brand) = segment.brand_ords.first(doc) {
+                    segment.brand_counts[brand as usize] -= 1;
+                }
+                segment.price_counts[price_band(segment.price.get_val(doc))] -= 1;
+            }
+        }
+        let order = tables.orders[sort_index(collector.sort)].get_or_init(|| {
+            let mut order = Vec::new();
+            every_block(reader, |block| {
+                for &doc in block {
+                    if !segment.in_stock || segment.available.get_val(doc) > 0 {
+                        order.push((segment.sort_key(doc, 0.0, segment.price.get_val(doc)), doc));
+                    }
+                }
+            });
+            order.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
+            order.into_iter().map(|(_, doc)| doc).collect()
+        });
+        let best = order.iter().copied().filter(|&doc| alive.is_none_or(|a| a.is_alive(doc))).take(collector.window);
+        for doc in best {
+            let key = segment.sort_key(doc, 0.0, segment.price.get_val(doc));
+            segment.top.push(TopEntry { key, score: 0.0, address: DocAddress::new(ord as SegmentOrdinal, doc) });
+        }
+        fruits.push(segment.harvest());
+    }
+    collector.merge_fruits(fruits)
+}
+
 /// With both a category and a brand filter, a document that matches neither counts nowhere:
 /// not in the results, and not in any facet (each facet drops one filter, never two). Those
 /// documents are left out by the inverted index instead of being visited one by one; a
@@ -529,7 +632,9 @@ fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, Searc
         sort: q.sort,
         window: q.offset + q.limit,
     };
-    let fruit = searcher.search(&query, &collector)?;
+    let unfiltered_browse =
+        q.text.trim().is_empty() && q.category.is_none() && q.brands.is_empty() && q.min_price.is_none() && q.max_price.is_none();
+    let fruit = if unfiltered_browse { browse(generation, &searcher, &collector)? } else { searcher.search(&query, &collector)? };
     let f = generation.fields;
     let mut hits = Vec::with_capacity(q.limit);
     for entry in fruit.top.into_iter().skip(q.offset).take(q.limit) {
