@@ -1,7 +1,7 @@
 //! The API side of orders: sends lifecycle commands to `OrderWorkflow`s as workflow updates.
 
 use sea_orm::DatabaseConnection;
-use temporalio_client::{WorkflowExecuteUpdateOptions, errors::WorkflowUpdateError};
+use temporalio_client::{Client, WorkflowExecuteUpdateOptions, WorkflowHandle, errors::WorkflowUpdateError};
 use uuid::Uuid;
 
 use emporium_entities::store::orders;
@@ -64,6 +64,21 @@ fn refusal_after_close(status: OrderStatus, command: &OrderCommand) -> Option<Or
     }
 }
 
+/// One command as the workflow update it is.
+async fn send(
+    handle: &WorkflowHandle<Client, OrderWorkflow>,
+    command: OrderCommand,
+    options: WorkflowExecuteUpdateOptions,
+) -> Result<CommandOutcome, WorkflowUpdateError> {
+    match command {
+        OrderCommand::Cancel => handle.execute_update(OrderWorkflow::cancel, (), options).await,
+        OrderCommand::Ship(shipment) => handle.execute_update(OrderWorkflow::ship, shipment, options).await,
+        OrderCommand::Deliver => handle.execute_update(OrderWorkflow::deliver, (), options).await,
+        OrderCommand::RequestReturn(request) => handle.execute_update(OrderWorkflow::request_return, request, options).await,
+        OrderCommand::ReceiveReturn => handle.execute_update(OrderWorkflow::receive_return, (), options).await,
+    }
+}
+
 impl Orders {
     pub fn new(db: DatabaseConnection, temporal: TemporalGateway) -> Self {
         Self { db, temporal }
@@ -95,28 +110,20 @@ impl Orders {
         // (its workflow cannot have ended), wait for it rather than answer from Postgres.
         let mut waits = [50u64, 100, 200, 400, 800, 1_600, 1_600].into_iter();
         let sent = loop {
-            let sent = match command.clone() {
-                OrderCommand::Cancel => handle.execute_update(OrderWorkflow::cancel, (), options.clone()).await,
-                OrderCommand::Ship(shipment) => handle.execute_update(OrderWorkflow::ship, shipment, options.clone()).await,
-                OrderCommand::Deliver => handle.execute_update(OrderWorkflow::deliver, (), options.clone()).await,
-                OrderCommand::RequestReturn(request) => {
-                    handle.execute_update(OrderWorkflow::request_return, request, options.clone()).await
-                }
-                OrderCommand::ReceiveReturn => handle.execute_update(OrderWorkflow::receive_return, (), options.clone()).await,
+            let sent = send(&handle, command.clone(), options.clone()).await;
+            let placed = |status: &str| OrderStatus::parse(status) == Some(OrderStatus::Placed);
+            if !matches!(sent, Err(WorkflowUpdateError::NotFound(_))) || !placed(&status) {
+                break sent;
+            }
+            // the workflow may also have ended meanwhile (a cancel refunded): look again
+            status = orders::status_of(&self.db, order_id).await?.ok_or_else(|| not_found(order_id))?.1;
+            if !placed(&status) {
+                break sent;
+            }
+            let Some(ms) = waits.next() else {
+                return Err(ApiError::unavailable("the order's workflow", anyhow::anyhow!("order {order_id} has no workflow yet")));
             };
-            let mut not_started = false;
-            if matches!(sent, Err(WorkflowUpdateError::NotFound(_))) && OrderStatus::parse(&status) == Some(OrderStatus::Placed) {
-                // the workflow may also have ended meanwhile (a cancel refunded): look again
-                status = orders::status_of(&self.db, order_id).await?.ok_or_else(|| not_found(order_id))?.1;
-                not_started = OrderStatus::parse(&status) == Some(OrderStatus::Placed);
-            }
-            match waits.next() {
-                Some(ms) if not_started => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
-                _ if not_started => {
-                    return Err(ApiError::unavailable("the order's workflow", anyhow::anyhow!("order {order_id} has no workflow yet")));
-                }
-                _ => break sent,
-            }
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         };
         match sent {
             Ok(CommandOutcome::Accepted { .. }) => Ok(()),

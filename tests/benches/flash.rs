@@ -30,7 +30,7 @@ use emporium_api::{
     auth::{TokenKind, TokenService},
     metrics::Metrics,
 };
-use poem::EndpointExt;
+use poem::{EndpointExt, listener::{Acceptor, Listener}};
 use emporium_entities::entity::users::Role;
 use emporium_tests::{TestApp, load::LoadClient, spawn_app_with, worker::{TestWorker, unique_task_queue}};
 
@@ -118,7 +118,7 @@ async fn customers(app: &TestApp, n: usize) -> Vec<String> {
     ids.into_iter().map(|id| tokens.issue_pair(id, Role::Customer).expect("token").access_token).collect()
 }
 
-async fn redis_design(app: &TestApp, admin: &str, clients: usize, entries: usize, units: usize) -> Figures {
+async fn redis_design(app: &TestApp, admin: &str, tokens: Arc<Vec<String>>, clients: usize, entries: usize, units: usize) -> Figures {
     let category = app.create_category(admin, "Bench flash", None).await;
     let product = app.create_product(admin, category, &format!("BENCH-FLASH-{}", Uuid::new_v4().simple()), 9_999, units as i64).await["id"]
         .as_i64()
@@ -136,41 +136,7 @@ async fn redis_design(app: &TestApp, admin: &str, clients: usize, entries: usize
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let sale = created.body["id"].as_str().unwrap().to_owned();
-    // five attempts each, the most the rate limit allows: a stampede of distinct users
-    let tokens = Arc::new(customers(app, entries.div_ceil(5)).await);
-    let next = Arc::new(AtomicUsize::new(0));
-    let winners = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let path = format!("/flash-sales/{sale}/enter");
-    let tasks = (0..clients).map(|_| {
-        let (mut client, path, tokens, next, winners) =
-            (LoadClient::new(&app.address), path.clone(), tokens.clone(), next.clone(), winners.clone());
-        tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= entries {
-                    return latencies;
-                }
-                let token = &tokens[i % tokens.len()];
-                let sent = Instant::now();
-                let (status, body) = client.send(Method::POST, &path, Some(token), &[], None).await;
-                latencies.push((sent.elapsed(), status == StatusCode::OK));
-                match status {
-                    StatusCode::OK => {
-                        winners.fetch_add(1, Ordering::Relaxed);
-                    }
-                    StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS => {}
-                    other => panic!("entry answered {other}: {}", String::from_utf8_lossy(&body)),
-                }
-            }
-        })
-    });
-    let mut all = Vec::with_capacity(entries);
-    for task in futures::future::join_all(tasks).await {
-        all.extend(task.expect("client"));
-    }
-    let elapsed = started.elapsed();
+    let (all, elapsed) = stampede(&app.address, &format!("/flash-sales/{sale}/enter"), tokens, clients, entries).await;
     let claims: i64 = app
         .db()
         .query_one_raw(Statement::from_string(DbBackend::Postgres, format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE sale_id = '{sale}'")))
@@ -211,7 +177,7 @@ struct RowLock {
     tokens: TokenService,
 }
 
-async fn row_lock_design(app: &TestApp, clients: usize, entries: usize, units: usize) -> Figures {
+async fn row_lock_design(app: &TestApp, tokens: Arc<Vec<String>>, clients: usize, entries: usize, units: usize) -> Figures {
     let db = app.db().clone();
     db.execute_unprepared(&format!(
         "CREATE TABLE IF NOT EXISTS bench_row_lock_sales (id int PRIMARY KEY, remaining int NOT NULL); \
@@ -219,14 +185,12 @@ async fn row_lock_design(app: &TestApp, clients: usize, entries: usize, units: u
     ))
     .await
     .expect("row-lock table");
-    let tokens = Arc::new(customers(app, entries.div_ceil(5)).await);
     let state = Arc::new(RowLock {
         db: app.db().clone(),
         tokens: TokenService::new(&app.config.jwt_secret, Duration::from_secs(3600), Duration::from_secs(3600)),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = format!("http://{}", listener.local_addr().expect("address"));
-    drop(listener); // poem binds it again; nothing else takes a fresh ephemeral port meanwhile
+    let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0").into_acceptor().await.expect("bind");
+    let address = format!("http://{}", acceptor.local_addr()[0].as_socket_addr().expect("a TCP address"));
     // the API's own middleware around it: request metrics, error rendering, tracing
     let metrics = Metrics::new();
     let routes = poem::Route::new()
@@ -235,14 +199,21 @@ async fn row_lock_design(app: &TestApp, clients: usize, entries: usize, units: u
         .catch_all_error(emporium_api::error::render_error)
         .data(state)
         .with(poem::middleware::Tracing);
-    let server = tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(address.trim_start_matches("http://").to_owned())).run(routes));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let server = tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(routes));
+    let (all, elapsed) = stampede(&address, "/row-lock/enter", tokens, clients, entries).await;
+    server.abort();
+    let won = all.iter().filter(|(_, won)| *won).count();
+    assert_eq!(won, units, "exactly N winners for N units");
+    figures(all, won, elapsed)
+}
 
+/// `entries` POSTs to `path` from `clients` keep-alive connections, each entry with the next
+/// token; (latency, won) per entry and the elapsed time. 200 wins, 409 and 429 refuse.
+async fn stampede(address: &str, path: &str, tokens: Arc<Vec<String>>, clients: usize, entries: usize) -> (Vec<(Duration, bool)>, Duration) {
     let next = Arc::new(AtomicUsize::new(0));
-    let winners = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks = (0..clients).map(|_| {
-        let (mut client, tokens, next, winners) = (LoadClient::new(&address), tokens.clone(), next.clone(), winners.clone());
+        let (mut client, path, tokens, next) = (LoadClient::new(address), path.to_owned(), tokens.clone(), next.clone());
         tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -251,14 +222,11 @@ async fn row_lock_design(app: &TestApp, clients: usize, entries: usize, units: u
                     return latencies;
                 }
                 let sent = Instant::now();
-                let (status, _) = client.send(Method::POST, "/row-lock/enter", Some(&tokens[i % tokens.len()]), &[], None).await;
+                let (status, body) = client.send(Method::POST, &path, Some(&tokens[i % tokens.len()]), &[], None).await;
                 latencies.push((sent.elapsed(), status == StatusCode::OK));
                 match status {
-                    StatusCode::OK => {
-                        winners.fetch_add(1, Ordering::Relaxed);
-                    }
-                    StatusCode::CONFLICT => {}
-                    other => panic!("row-lock entry answered {other}"),
+                    StatusCode::OK | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS => {}
+                    other => panic!("{path} answered {other}: {}", String::from_utf8_lossy(&body)),
                 }
             }
         })
@@ -267,11 +235,7 @@ async fn row_lock_design(app: &TestApp, clients: usize, entries: usize, units: u
     for task in futures::future::join_all(tasks).await {
         all.extend(task.expect("client"));
     }
-    let elapsed = started.elapsed();
-    server.abort();
-    let won = winners.load(Ordering::Relaxed);
-    assert_eq!(won, units, "exactly N winners for N units");
-    figures(all, won, elapsed)
+    (all, started.elapsed())
 }
 
 #[tokio::main]
@@ -290,9 +254,12 @@ async fn main() {
     let admin = app.admin_token().await;
     println!("flash-sale entry: {clients} concurrent clients, {entries} entries, {units} units, API and load in one process");
 
-    let redis = redis_design(&app, &admin, clients, entries, units).await;
+    // five attempts each, the most the rate limit allows: a stampede of distinct users; the
+    // row-lock design gets the same ones
+    let tokens = Arc::new(customers(&app, entries.div_ceil(5)).await);
+    let redis = redis_design(&app, &admin, tokens.clone(), clients, entries, units).await;
     redis.print("Redis Lua admission (HTTP)");
-    let row_lock = row_lock_design(&app, clients, entries, units).await;
+    let row_lock = row_lock_design(&app, tokens, clients, entries, units).await;
     row_lock.print("Postgres row lock (HTTP)");
     println!("ratio: {:.1}x the entries/s of the row-lock design", redis.per_second() / row_lock.per_second());
 }

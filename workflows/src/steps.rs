@@ -29,34 +29,32 @@ pub fn database_step(final_types: &[&str]) -> LocalActivityOptions {
         .build()
 }
 
-/// The charge talks to the payment provider: a real activity, retried with backoff until the
-/// provider answers (declines are answers). No overall limit: giving up while the provider may
-/// have charged would leave money without an order; the idempotency key makes every retry the
-/// same charge.
-pub fn charge_step() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+/// A regular activity retried with doubling backoff from `initial` to `maximum` and no attempt
+/// limit; `final_types` are business outcomes that retrying cannot change.
+pub fn backoff_step(timeout: Duration, initial: Duration, maximum: Duration, final_types: &[&str]) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(timeout)
         .retry_policy(
             RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(500))
+                .initial_interval(initial)
                 .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(10))
+                .maximum_interval(maximum)
+                .non_retryable_error_types(final_types.iter().map(|t| (*t).to_owned()))
                 .build(),
         )
         .build()
 }
 
+/// The charge talks to the payment provider: a real activity, retried with backoff until the
+/// provider answers (declines are answers). No overall limit: giving up while the provider may
+/// have charged would leave money without an order; the idempotency key makes every retry the
+/// same charge.
+pub fn charge_step() -> ActivityOptions {
+    backoff_step(Duration::from_secs(30), Duration::from_millis(500), Duration::from_secs(10), &[])
+}
+
 /// A refund must happen: retried with backoff (1 s doubling to 60 s) without limit.
 pub fn refund_step(final_types: &[&str]) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(60))
-                .non_retryable_error_types(final_types.iter().map(|t| (*t).to_owned()))
-                .build(),
-        )
-        .build()
+    backoff_step(Duration::from_secs(30), Duration::from_secs(1), Duration::from_secs(60), final_types)
 }
 
 /// The application failure type of a failed step. A regular activity's failure arrives as the

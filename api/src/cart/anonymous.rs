@@ -103,12 +103,7 @@ pub async fn change(
     product: Option<&CartProduct>,
     max_line: i32,
 ) -> Result<Vec<CartLine>, ChangeError> {
-    let (mode, product_id, quantity) = match change {
-        CartChange::Add { product_id, quantity } => ("add", product_id, quantity),
-        CartChange::Set { product_id, quantity } => ("set", product_id, quantity),
-        CartChange::Remove { product_id } => ("remove", product_id, 0),
-        CartChange::Clear => ("clear", 0, 0),
-    };
+    let (mode, product_id, quantity) = change.parts();
     let (price, currency, available) = product.map_or((0, "XXX".to_owned(), 0), |p| (p.price_minor, p.currency.clone(), p.available));
     let args: Vec<String> = vec![
         mode.to_owned(),

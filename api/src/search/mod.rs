@@ -280,13 +280,12 @@ impl SearchService {
                 }
             }
         };
+        let category_ids = category.map(|c| categories.subtree(c)).unwrap_or_default();
         let query = IndexQuery {
             text: checked.text,
             category,
-            category_ids: category.map(|c| categories.subtree(c)).unwrap_or_default(),
-            category_slugs: category
-                .map(|c| categories.subtree(c).into_iter().filter_map(|id| categories.slug(id).map(str::to_owned)).collect())
-                .unwrap_or_default(),
+            category_slugs: category_ids.iter().filter_map(|&id| categories.slug(id).map(str::to_owned)).collect(),
+            category_ids,
             brands: checked.brands,
             min_price: checked.min_price,
             max_price: checked.max_price,

@@ -8,9 +8,8 @@
 //! remembers them in one step.
 
 use std::{
-    collections::HashMap,
     cmp::Reverse,
-    collections::{BinaryHeap, HashSet},
+    collections::{BinaryHeap, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -506,14 +505,17 @@ fn sort_index(sort: Sort) -> usize {
 
 /// Runs `f` over the segment's documents in collector-sized blocks, deleted ones included.
 fn every_block(reader: &SegmentReader, mut f: impl FnMut(&[DocId])) {
-    let docs: Vec<DocId> = (0..reader.max_doc()).collect();
-    for block in docs.chunks(BLOCK) {
-        f(block);
+    let mut block = [0 as DocId; BLOCK];
+    for start in (0..reader.max_doc()).step_by(BLOCK) {
+        let n = (reader.max_doc() - start).min(BLOCK as DocId) as usize;
+        for (i, slot) in block[..n].iter_mut().enumerate() {
+            *slot = start + i as DocId;
+        }
+        f(&block[..n]);
     }
 }
 
 fn browse(generation: &Generation, searcher: &tantivy::Searcher, collector: &SearchCollector) -> tantivy::Result<SearchFruit> {
-    let live: HashSet<SegmentId> = searcher.segment_readers().iter().map(|r| r.segment_id()).collect();
     let mut fruits = Vec::new();
     for (ord, reader) in searcher.segment_readers().iter().enumerate() {
         let key = (reader.segment_id(), collector.in_stock);
@@ -531,6 +533,7 @@ fn browse(generation: &Generation, searcher: &tantivy::Searcher, collector: &Sea
                     prices: std::mem::take(&mut all.price_counts),
                     orders: Default::default(),
                 });
+                let live: HashSet<SegmentId> = searcher.segment_readers().iter().map(|r| r.segment_id()).collect();
                 let mut map = generation.browse.lock().expect("browse tables lock");
                 map.retain(|(segment, _), _| live.contains(segment)); // merged-away segments
                 map.insert(key, tables.clone());

@@ -48,6 +48,19 @@ pub enum CartChange {
     Clear,
 }
 
+impl CartChange {
+    /// (mode, product id, quantity) as the cart scripts take them: `add`, `set`, `remove` or
+    /// `clear`, with 0 where a change has no such part.
+    pub fn parts(self) -> (&'static str, i64, i32) {
+        match self {
+            CartChange::Add { product_id, quantity } => ("add", product_id, quantity),
+            CartChange::Set { product_id, quantity } => ("set", product_id, quantity),
+            CartChange::Remove { product_id } => ("remove", product_id, 0),
+            CartChange::Clear => ("clear", 0, 0),
+        }
+    }
+}
+
 /// Why a cart change was refused. No line was changed (the cart's version counter may have moved,
 /// and an empty cart row may have been created).
 #[derive(Debug, thiserror::Error)]
@@ -200,12 +213,7 @@ pub async fn change_user_cart<C: ConnectionTrait>(
     change: CartChange,
     max_line: i32,
 ) -> Result<PricedCart, CartError> {
-    let (mode, product_id, quantity) = match change {
-        CartChange::Add { product_id, quantity } => ("add", product_id, quantity),
-        CartChange::Set { product_id, quantity } => ("set", product_id, quantity),
-        CartChange::Remove { product_id } => ("remove", product_id, 0),
-        CartChange::Clear => ("clear", 0, 0),
-    };
+    let (mode, product_id, quantity) = change.parts();
     let rows = ChangeRow::find_by_statement(stmt(
         "SELECT * FROM cart_change($1, $2, $3, $4, $5, $6)",
         vec![user_id.into(), Uuid::now_v7().into(), mode.into(), product_id.into(), quantity.into(), max_line.into()],

@@ -1,6 +1,6 @@
 use std::time::{Duration, UNIX_EPOCH};
 
-use temporalio_common::RetryPolicy;
+use crate::steps;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
 
@@ -18,16 +18,7 @@ pub struct FlashSaleWorkflow {
 /// Redis or Postgres steps: retried with backoff until they succeed; a sale that does not
 /// exist is final.
 fn store_step() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(500))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(30))
-                .non_retryable_error_types(["sale_not_found"])
-                .build(),
-        )
-        .build()
+    steps::backoff_step(Duration::from_secs(30), Duration::from_millis(500), Duration::from_secs(30), &["sale_not_found"])
 }
 
 /// How often reconciliation looks again while claims are still open.
