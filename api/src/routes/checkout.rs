@@ -85,8 +85,6 @@ struct Checkout {
     failure: Option<String>,
 }
 
-/// A failure as clients may see it: machine codes (`card_declined`) pass, anything else (an
-/// internal message) becomes `internal_error`; operators find the detail in the workflow.
 /// 402 `payment_declined` with the provider's decline code.
 pub(crate) fn payment_declined(code: String, message: &str) -> ApiError {
     ApiError::with_details(
@@ -105,6 +103,8 @@ pub(crate) fn payment_failed(reason: String, held: &str) -> ApiError {
     )
 }
 
+/// A failure as clients may see it: machine codes (`card_declined`) pass, anything else (an
+/// internal message) becomes `internal_error`; operators find the detail in the workflow.
 fn public_failure(failure: String) -> String {
     if !failure.is_empty() && failure.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         failure
