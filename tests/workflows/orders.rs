@@ -447,8 +447,10 @@ async fn a_dead_webhook_never_holds_up_the_order() {
     let webhook = Webhook { url: format!("http://127.0.0.1:{port}/hooks"), secret: "s".to_owned() };
     let shop = shop_with(600, OPEN_WINDOW, Some(webhook)).await;
     let (token, order_id, _) = placed_order(&shop, "HOOK-DEAD", 1_000, 5, 1, "pm_card_visa").await;
-    assert_eq!(ship(&shop, &order_id).await.body["status"], "SHIPPED");
-    assert_eq!(deliver(&shop, &order_id).await.body["status"], "DELIVERED");
+    let shipped = ship(&shop, &order_id).await;
+    assert_eq!(shipped.body["status"], "SHIPPED", "{}", shipped.text);
+    let delivered = deliver(&shop, &order_id).await;
+    assert_eq!(delivered.body["status"], "DELIVERED", "{}", delivered.text);
     assert_eq!(order(&shop, &token, &order_id).await["status"], "DELIVERED");
     let db = shop.app.db();
     assert_eq!(count(db, "SELECT COUNT(*) AS n FROM notifications WHERE status = 'DELIVERED'").await, 0);
