@@ -9,12 +9,19 @@ use std::{
 use poem::{Request, Response, Server, endpoint::make, http::StatusCode as PoemStatus, listener::TcpAcceptor};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use temporalio_client::{WorkflowDescribeOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHistory};
+use temporalio_client::{
+    WorkflowDescribeOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHistory, WorkflowStartOptions,
+    WorkflowTerminateOptions,
+};
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 use emporium_activities::{Webhook, notification::sign};
-use emporium_tests::{TestResponse, count, worker::temporal_client};
-use emporium_workflows::{checkout::CheckoutWorkflow, order::{OrderWorkflow, contract::{CUSTOMER_ID, ORDER_STATUS, workflow_id}}};
+use emporium_tests::{
+    TestResponse, count,
+    worker::{TestWorker, temporal_client, unique_task_queue},
+};
+use emporium_workflows::{checkout::CheckoutWorkflow, order::{OrderWorkflow, contract::{CUSTOMER_ID, ORDER_STATUS, OrderInput, workflow_id}}};
 
 use crate::checkout::{Shop, id_of, shop_with};
 
@@ -455,6 +462,54 @@ async fn a_dead_webhook_never_holds_up_the_order() {
     let db = shop.app.db();
     assert_eq!(count(db, "SELECT COUNT(*) AS n FROM notifications WHERE status = 'DELIVERED'").await, 0);
     assert!(count(db, "SELECT COUNT(*) AS n FROM notifications WHERE last_error LIKE 'webhook unreachable%'").await >= 1);
+}
+
+/// The order's workflow as the checkout started it: its input, read from its first event.
+async fn order_input(order_id: &str) -> OrderInput {
+    let client = temporal_client().await;
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    let events = handle.fetch_history(WorkflowFetchHistoryOptions::default()).into_events().await.expect("history");
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) = events.first().and_then(|e| e.attributes.clone()) else {
+        panic!("the history of order {order_id} starts with its start event");
+    };
+    let payload = started.input.and_then(|p| p.payloads.into_iter().next()).expect("the order workflow has an input");
+    serde_json::from_slice(&payload.data).expect("OrderInput as JSON")
+}
+
+#[tokio::test]
+async fn a_command_that_arrives_with_the_workflows_first_task_is_kept() {
+    let shop = shop_with(600, OPEN_WINDOW, None).await;
+    let (token, order_id, _) = placed_order(&shop, "FIRST-TASK", 1_000, 5, 1, "pm_card_visa").await;
+    // Run the order's workflow again on a queue no worker polls yet, so that the ship below
+    // is delivered together with the workflow's first task, before `run` has started.
+    let input = order_input(&order_id).await;
+    let client = temporal_client().await;
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(&order_id));
+    handle.terminate(WorkflowTerminateOptions::builder().reason("test: start again").build()).await.expect("terminate");
+    let parked = unique_task_queue();
+    client
+        .start_workflow(OrderWorkflow::run, input, WorkflowStartOptions::new(parked.clone(), workflow_id(&order_id)).build())
+        .await
+        .expect("start the order workflow again");
+    let shipping = {
+        let app = shop.app.address.clone();
+        let (client, admin, order_id) = (shop.app.client.clone(), shop.admin.clone(), order_id.clone());
+        tokio::spawn(async move {
+            let url = format!("{app}/admin/orders/{order_id}/ship");
+            let body = json!({ "carrier": "DHL", "trackingNumber": "JD0146" });
+            let response = client.post(url).bearer_auth(admin).json(&body).send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _worker = TestWorker::start(&parked, shop.app.db().clone());
+
+    let (status, text) = shipping.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{text}");
+    // the workflow remembers it shipped: delivering is allowed, shipping again is not
+    let delivered = deliver(&shop, &order_id).await;
+    assert_eq!(delivered.body["status"], "DELIVERED", "{}", delivered.text);
+    assert_eq!(order(&shop, &token, &order_id).await["status"], "DELIVERED");
 }
 
 #[tokio::test]

@@ -381,26 +381,35 @@ async fn deliveries(ctx: WorkflowContext<OrderWorkflow>) -> WorkflowResult<()> {
 
 #[workflow_methods]
 impl OrderWorkflow {
-    #[run]
-    pub async fn run(ctx: &mut WorkflowContext<Self>, input: OrderInput) -> WorkflowResult<OrderView> {
-        ctx.state_mut(|s| {
-            s.view = OrderView {
-                order_id: input.order_id.clone(),
-                user_id: input.user_id.clone(),
-                status: OrderStatus::Placed,
-                lines: input
-                    .lines
-                    .iter()
-                    .map(|l| LineState { product_id: l.product_id, quantity: l.quantity, unit_price_minor: l.unit_price_minor, returned: 0 })
-                    .collect(),
-                totals: input.totals.clone(),
-                ..OrderView::default()
-            };
-            s.payment_id = input.payment_id.clone();
-            s.return_window_secs = input.return_window_secs;
+    /// The order as placed. State is set here rather than in `run` because an update (a ship
+    /// sent the moment the order appears) can arrive with the first workflow task, and its
+    /// handler runs before `run` does: state set in `run` would overwrite what it accepted.
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, input: OrderInput) -> Self {
+        let view = OrderView {
+            order_id: input.order_id.clone(),
+            user_id: input.user_id.clone(),
+            status: OrderStatus::Placed,
+            lines: input
+                .lines
+                .iter()
+                .map(|l| LineState { product_id: l.product_id, quantity: l.quantity, unit_price_minor: l.unit_price_minor, returned: 0 })
+                .collect(),
+            totals: input.totals.clone(),
+            ..OrderView::default()
+        };
+        Self {
+            view,
+            payment_id: input.payment_id,
+            return_window_secs: input.return_window_secs,
             // queued by the checkout in the order's own transaction
-            s.outbox.push_back(format!("order:{}:notify:placed", input.order_id));
-        });
+            outbox: VecDeque::from([format!("order:{}:notify:placed", input.order_id)]),
+            ..Self::default()
+        }
+    }
+
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<OrderView> {
         let (a, b, c) = join!(lifecycle(ctx.clone()), return_window(ctx.clone()), deliveries(ctx.clone()));
         a?;
         b?;
