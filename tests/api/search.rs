@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use emporium_api::{
     catalogue_generator::seed_catalogue,
-    search::{CategoryTree, SearchIndex, indexer::Indexer, tantivy::TantivyIndex},
+    search::{CategoryTree, IndexChanges, IndexDoc, IndexQuery, SearchIndex, Sort, indexer::Indexer, tantivy::TantivyIndex},
 };
 use emporium_entities::store::catalog::{self, NewProduct};
 use emporium_tests::{TestApp, TestDatabase, spawn_app, spawn_app_with};
@@ -288,6 +288,58 @@ async fn sorts_are_ordered_and_pages_have_no_duplicates_or_gaps() {
     }
 }
 
+#[tokio::test]
+async fn equal_keys_page_by_id_without_losing_any() {
+    // Thirty products of one price, indexed out of id order (as re-indexed products are): the
+    // id alone orders them, so every page boundary is a tie the top-of-page selection must
+    // break the same way each time, whatever order it visits the documents in.
+    let dir = tempfile::tempdir().unwrap();
+    let index = TantivyIndex::open(dir.path(), 2).unwrap();
+    let ids: Vec<i64> = (1..=30).map(|i| (i * 7) % 31).collect();
+    let upserts = ids
+        .iter()
+        .map(|&id| IndexDoc {
+            id,
+            title: format!("Tie {id}"),
+            description: String::new(),
+            brand: "Same".to_owned(),
+            category_id: 1,
+            category_slug: "ties".to_owned(),
+            category_path: vec![1],
+            price_minor: 1_500,
+            currency: "USD".to_owned(),
+            available: 3,
+            rating: 4.0,
+            rating_count: 10,
+            created_at: chrono::Utc::now(),
+        })
+        .collect();
+    let checkpoint = emporium_api::search::Checkpoint { written_at: chrono::Utc::now(), ..Default::default() };
+    index.apply(IndexChanges { upserts, deletes: vec![] }, checkpoint).await.unwrap();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    for sort in [Sort::PriceAsc, Sort::PriceDesc, Sort::Relevance, Sort::Rating] {
+        let mut paged = Vec::new();
+        for page in 0..5 {
+            let query = IndexQuery {
+                text: String::new(),
+                category: Some(1),
+                category_ids: vec![1],
+                category_slugs: vec!["ties".to_owned()],
+                brands: vec![],
+                min_price: None,
+                max_price: None,
+                in_stock: false,
+                sort,
+                offset: page * 7,
+                limit: 7,
+            };
+            paged.extend(index.search(&query).await.unwrap().hits.iter().map(|h| h.id));
+        }
+        assert_eq!(paged, sorted, "{sort:?}: equal keys come in id order, each once");
+    }
+}
+
 /// Polls `query` until `done` holds, at most `within` after `since`; returns how long it took.
 async fn reflected(app: &TestApp, query: &str, since: Instant, within: Duration, done: impl Fn(&Value) -> bool) -> Duration {
     loop {
@@ -400,7 +452,7 @@ async fn an_indexer_restarted_mid_stream_loses_and_duplicates_nothing_even_with_
     let category: i64 = rows(&db, "SELECT id FROM categories ORDER BY id LIMIT 1", vec![]).await[0].try_get("", "id").unwrap();
 
     let open = || {
-        let index: Arc<dyn SearchIndex> = Arc::new(TantivyIndex::open(dir.path()).unwrap());
+        let index: Arc<dyn SearchIndex> = Arc::new(TantivyIndex::open(dir.path(), 2).unwrap());
         let categories = Arc::new(arc_swap::ArcSwap::from_pointee(CategoryTree::default()));
         (index.clone(), Indexer::new(db.clone(), index, categories, Duration::from_secs(3600)).with_batch(7))
     };

@@ -231,7 +231,7 @@ impl SearchService {
     /// indexer builds it when it starts).
     pub fn open(config: &SearchConfig, db: DatabaseConnection, redis: RedisClient, metrics: Metrics) -> Result<Self, SearchError> {
         let index: SharedIndex = match &config.backend {
-            SearchBackend::Tantivy { dir } => Arc::new(tantivy::TantivyIndex::open(dir)?),
+            SearchBackend::Tantivy { dir } => Arc::new(tantivy::TantivyIndex::open(dir, config.threads)?),
             SearchBackend::OpenSearch { url, index } => Arc::new(opensearch::OpenSearchIndex::new(url, index)?),
         };
         Ok(Self::with_index(index, config, db, redis, metrics))

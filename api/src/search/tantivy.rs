@@ -184,6 +184,10 @@ struct Inner {
     current: ArcSwap<Generation>,
     /// Serialises applying changes and swapping generations.
     swap: tokio::sync::Mutex<()>,
+    /// Searches run at most this many at once, the rest wait their turn in arrival order:
+    /// without a bound each takes a blocking thread, and under a burst the cores are shared
+    /// among all of them, HTTP and the indexer included. See `default_search_threads`.
+    searching: tokio::sync::Semaphore,
 }
 
 /// The tantivy implementation of [`SearchIndex`].
@@ -193,18 +197,19 @@ pub struct TantivyIndex {
 }
 
 impl TantivyIndex {
-    /// Opens the generation `CURRENT` names under `base`, or creates an empty one.
-    pub fn open(base: impl Into<PathBuf>) -> Result<Self, SearchError> {
-        Self::open_with(base.into(), true)
+    /// Opens the generation `CURRENT` names under `base`, or creates an empty one; runs at
+    /// most `threads` searches at once.
+    pub fn open(base: impl Into<PathBuf>, threads: usize) -> Result<Self, SearchError> {
+        Self::open_with(base.into(), true, threads)
     }
 
     /// For the `reindex` command, next to a running API: builds new generations, never writes
     /// to or deletes the one in use.
     pub fn open_for_reindex(base: impl Into<PathBuf>) -> Result<Self, SearchError> {
-        Self::open_with(base.into(), false)
+        Self::open_with(base.into(), false, 1)
     }
 
-    fn open_with(base: PathBuf, serving: bool) -> Result<Self, SearchError> {
+    fn open_with(base: PathBuf, serving: bool, threads: usize) -> Result<Self, SearchError> {
         std::fs::create_dir_all(&base)?;
         let generation = match read_current(&base)? {
             Some(name) => Generation::open(&base, &name)?,
@@ -225,6 +230,7 @@ impl TantivyIndex {
                 serving,
                 current: ArcSwap::from_pointee(generation),
                 swap: tokio::sync::Mutex::new(()),
+                searching: tokio::sync::Semaphore::new(threads.max(1)),
             }),
         })
     }
@@ -295,12 +301,14 @@ async fn blocking<T: Send + 'static>(
 #[async_trait]
 impl SearchIndex for TantivyIndex {
     async fn search(&self, query: &IndexQuery) -> Result<IndexResults, SearchError> {
+        let _turn = self.inner.searching.acquire().await.map_err(|e| SearchError::Task(e.to_string()))?;
         let generation = self.inner.current.load_full();
         let query = query.clone();
         blocking(move || search(&generation, &query)).await
     }
 
     async fn suggest(&self, prefix: &str, limit: usize) -> Result<Vec<String>, SearchError> {
+        let _turn = self.inner.searching.acquire().await.map_err(|e| SearchError::Task(e.to_string()))?;
         let generation = self.inner.current.load_full();
         let prefix = prefix.to_owned();
         blocking(move || suggest(&generation, &prefix, limit)).await
@@ -697,14 +705,22 @@ fn f32_key(x: f32) -> u64 {
 
 /// (primary, tie-break): larger first. Ties go to the smaller product id (the newer for
 /// `newest`), so the order is total and pages never overlap.
-fn sort_key(sort: Sort, score: Score, id: u64, price: i64, created: i64, rating: f64, rating_count: u64) -> (u64, u64) {
-    let id_asc = u64::MAX - id;
+/// The first part of a document's sort key (larger sorts first); the id breaks ties.
+fn primary_key(sort: Sort, score: Score, price: i64, created: i64, rating: f64, rating_count: u64) -> u64 {
     match sort {
-        Sort::Relevance => (f32_key(score), id_asc),
-        Sort::PriceAsc => (u64::MAX - price.max(0) as u64, id_asc),
-        Sort::PriceDesc => (price.max(0) as u64, id_asc),
-        Sort::Newest => ((created.max(0) as u64), id),
-        Sort::Rating => ((((rating * 100.0).round().max(0.0) as u64) << 32) | rating_count.min(u32::MAX as u64), id_asc),
+        Sort::Relevance => f32_key(score),
+        Sort::PriceAsc => u64::MAX - price.max(0) as u64,
+        Sort::PriceDesc => price.max(0) as u64,
+        Sort::Newest => created.max(0) as u64,
+        Sort::Rating => (((rating * 100.0).round().max(0.0) as u64) << 32) | rating_count.min(u32::MAX as u64),
+    }
+}
+
+/// Ties go to the lower id, except for `newest`, where the higher id is the newer product.
+fn tie_key(sort: Sort, id: u64) -> u64 {
+    match sort {
+        Sort::Newest => id,
+        _ => u64::MAX - id,
     }
 }
 
@@ -752,6 +768,14 @@ impl Top {
             self.heap.pop();
             self.heap.push(Reverse(entry));
         }
+    }
+
+    /// Once the window is full, the first key part an entry needs at least to get in.
+    fn floor(&self) -> Option<u64> {
+        if self.heap.len() < self.window {
+            return None;
+        }
+        self.heap.peek().map(|Reverse(min)| min.key.0)
     }
 
     fn into_sorted(self) -> Vec<TopEntry> {
@@ -927,21 +951,28 @@ impl SegmentSearch {
         }
         if category_ok && brand_ok && price_ok {
             self.total += 1;
-            let key = self.sort_key(doc, score, price);
+            // Most matches of a broad query cannot make the page: that is decided on the first
+            // part of the key, before the id column is read and the heap touched.
+            let primary = self.primary_key(doc, score, price);
+            if self.top.floor().is_some_and(|floor| primary < floor) {
+                return;
+            }
+            let key = (primary, tie_key(self.sort, self.id.get_val(doc)));
             self.top.push(TopEntry { key, score, address: DocAddress::new(self.segment, doc) });
         }
     }
 
     /// Reads only the columns the requested sort needs.
-    fn sort_key(&self, doc: DocId, score: Score, price: i64) -> (u64, u64) {
-        let id = self.id.get_val(doc);
+    fn primary_key(&self, doc: DocId, score: Score, price: i64) -> u64 {
         match self.sort {
-            Sort::Relevance | Sort::PriceAsc | Sort::PriceDesc => sort_key(self.sort, score, id, price, 0, 0.0, 0),
-            Sort::Newest => sort_key(self.sort, score, id, price, self.created.get_val(doc), 0.0, 0),
-            Sort::Rating => {
-                sort_key(self.sort, score, id, price, 0, self.rating.get_val(doc), self.rating_count.get_val(doc))
-            }
+            Sort::Relevance | Sort::PriceAsc | Sort::PriceDesc => primary_key(self.sort, score, price, 0, 0.0, 0),
+            Sort::Newest => primary_key(self.sort, score, price, self.created.get_val(doc), 0.0, 0),
+            Sort::Rating => primary_key(self.sort, score, price, 0, self.rating.get_val(doc), self.rating_count.get_val(doc)),
         }
+    }
+
+    fn sort_key(&self, doc: DocId, score: Score, price: i64) -> (u64, u64) {
+        (self.primary_key(doc, score, price), tie_key(self.sort, self.id.get_val(doc)))
     }
 }
 
