@@ -825,9 +825,6 @@ struct SegmentSearch {
     rating_count: Arc<dyn ColumnValues<u64>>,
     brand_ords: Column<u64>,
     brand_column: Option<StrColumn>,
-    /// Scored matches not yet counted: their columns are read a block at a time.
-    pending_docs: Vec<DocId>,
-    pending_scores: Vec<Score>,
     total: u64,
     top: Top,
     category_counts: Vec<u64>,
@@ -873,8 +870,6 @@ impl Collector for SearchCollector {
             bitmap
         });
         Ok(SegmentSearch {
-            pending_docs: Vec::with_capacity(BLOCK),
-            pending_scores: Vec::with_capacity(BLOCK),
             segment,
             sort: self.sort,
             in_stock: self.in_stock,
@@ -932,42 +927,6 @@ impl Collector for SearchCollector {
 const BLOCK: usize = 64;
 
 impl SegmentSearch {
-    fn flush_pending(&mut self) {
-        if self.pending_docs.is_empty() {
-            return;
-        }
-        let docs = std::mem::take(&mut self.pending_docs);
-        let scores = std::mem::take(&mut self.pending_scores);
-        self.collect_chunk(&docs, Some(&scores));
-        // keep the buffers' capacity
-        self.pending_docs = docs;
-        self.pending_docs.clear();
-        self.pending_scores = scores;
-        self.pending_scores.clear();
-    }
-
-    /// Up to `BLOCK` documents in increasing order, with their scores when scored.
-    fn collect_chunk(&mut self, docs: &[DocId], scores: Option<&[Score]>) {
-        let mut categories = [0u64; BLOCK];
-        let mut prices = [0i64; BLOCK];
-        let mut brands = [None; BLOCK];
-        let mut available = [0i64; BLOCK];
-        let n = docs.len();
-        self.category.get_vals(docs, &mut categories[..n]);
-        self.price.get_vals(docs, &mut prices[..n]);
-        self.brand_ords.first_vals(docs, &mut brands[..n]);
-        if self.in_stock {
-            self.available.get_vals(docs, &mut available[..n]);
-        }
-        for i in 0..n {
-            if self.in_stock && available[i] <= 0 {
-                continue;
-            }
-            let score = scores.map_or(0.0, |s| s[i]);
-            self.collect_values(docs[i], score, categories[i], prices[i], brands[i]);
-        }
-    }
-
     /// One document, its filter columns already read.
     #[inline]
     fn collect_values(&mut self, doc: DocId, score: Score, category: u64, price: i64, brand: Option<u64>) {
@@ -1020,26 +979,39 @@ impl SegmentSearch {
 impl SegmentCollector for SegmentSearch {
     type Fruit = SearchFruit;
 
-    /// Scored searches (relevance) hand over one document at a time; they are gathered into
-    /// blocks so that their columns are read in bulk too.
     fn collect(&mut self, doc: DocId, score: Score) {
-        self.pending_docs.push(doc);
-        self.pending_scores.push(score);
-        if self.pending_docs.len() == BLOCK {
-            self.flush_pending();
+        if self.in_stock && self.available.get_val(doc) <= 0 {
+            return;
         }
+        let (category, price, brand) = (self.category.get_val(doc), self.price.get_val(doc), self.brand_ords.first(doc));
+        self.collect_values(doc, score, category, price, brand);
     }
 
     /// Unscored searches (browsing, and every sort but relevance) hand over blocks of
     /// documents: their columns are read in bulk, which decodes far faster than one by one.
     fn collect_block(&mut self, docs: &[DocId]) {
+        let mut categories = [0u64; BLOCK];
+        let mut prices = [0i64; BLOCK];
+        let mut brands = [None; BLOCK];
+        let mut available = [0i64; BLOCK];
         for docs in docs.chunks(BLOCK) {
-            self.collect_chunk(docs, None);
+            let n = docs.len();
+            self.category.get_vals(docs, &mut categories[..n]);
+            self.price.get_vals(docs, &mut prices[..n]);
+            self.brand_ords.first_vals(docs, &mut brands[..n]);
+            if self.in_stock {
+                self.available.get_vals(docs, &mut available[..n]);
+            }
+            for i in 0..n {
+                if self.in_stock && available[i] <= 0 {
+                    continue;
+                }
+                self.collect_values(docs[i], 0.0, categories[i], prices[i], brands[i]);
+            }
         }
     }
 
-    fn harvest(mut self) -> SearchFruit {
-        self.flush_pending();
+    fn harvest(self) -> SearchFruit {
         let mut brands = Vec::new();
         if let Some(column) = &self.brand_column {
             for (ord, &n) in self.brand_counts.iter().enumerate() {
