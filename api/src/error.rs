@@ -4,6 +4,7 @@ use poem::{Error, IntoResponse, Response, http::StatusCode};
 use poem_openapi::{ApiResponse, Enum, Object, payload::Json};
 
 use emporium_entities::StoreError;
+use sea_orm::DbErr;
 
 /// Stable, machine-readable error codes. Clients branch on these, so never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -228,6 +229,9 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => ApiError::new(ErrorCode::NotFound, "not found"),
+            // No connection to be had (the pool stayed busy, or Postgres is gone): overload or
+            // an outage, which the client may retry, not a fault in the request or in us.
+            StoreError::Db(err @ (DbErr::ConnectionAcquire(_) | DbErr::Conn(_))) => ApiError::unavailable("the database", err),
             other => ApiError::internal(other),
         }
     }
@@ -282,4 +286,25 @@ fn is_json(response: &Response) -> bool {
     response
         .content_type()
         .is_some_and(|ct| ct.starts_with("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnAcquireErr, DbErr};
+
+    use super::*;
+
+    // An end-to-end test would have to hold a lock from another transaction while the pool
+    // times out; that transaction's id holds back every search indexer on the server (they
+    // wait for older transactions), so the mapping is checked here.
+    #[test]
+    fn no_database_connection_is_a_503_and_a_failed_query_a_500() {
+        for err in [DbErr::ConnectionAcquire(ConnAcquireErr::Timeout), DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)] {
+            match ApiError::from(StoreError::from(err)) {
+                ApiError::Unavailable(body) => assert_eq!(body.code, ErrorCode::ServiceUnavailable),
+                other => panic!("expected 503, got {other:?}"),
+            }
+        }
+        assert!(matches!(ApiError::from(StoreError::from(DbErr::Custom("bad".to_owned()))), ApiError::Internal(_)));
+    }
 }

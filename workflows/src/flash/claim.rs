@@ -19,6 +19,7 @@ type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Default)]
 pub struct FlashSaleClaimWorkflow {
     view: ClaimView,
+    return_window_secs: u64,
     payment: Option<PaymentRequest>,
     outcome: Option<PaymentOutcome>,
 }
@@ -44,21 +45,31 @@ async fn release(ctx: &WorkflowContext<FlashSaleClaimWorkflow>, stage: ClaimStag
 
 #[workflow_methods]
 impl FlashSaleClaimWorkflow {
-    #[run]
-    pub async fn run(ctx: &mut WorkflowContext<Self>, input: ClaimInput) -> WorkflowResult<ClaimView> {
-        ctx.state_mut(|s| {
-            s.view = ClaimView {
-                claim_id: input.claim_id.clone(),
-                sale_id: input.sale_id.clone(),
-                user_id: input.user_id.clone(),
+    /// The claim as won. Set here, before any handler runs: a payment can arrive with the
+    /// workflow's first task, ahead of `run` (see `OrderWorkflow::new`).
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, input: ClaimInput) -> Self {
+        Self {
+            view: ClaimView {
+                claim_id: input.claim_id,
+                sale_id: input.sale_id,
+                user_id: input.user_id,
                 stage: ClaimStage::Held,
                 expires_at_ms: input.expires_at_ms,
                 order: None,
                 failure: None,
-            };
-        });
+            },
+            return_window_secs: input.return_window_secs,
+            ..Self::default()
+        }
+    }
+
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ClaimView> {
+        let (claim_id, user_id, expires_at_ms, return_window_secs) =
+            ctx.state(|s| (s.view.claim_id.clone(), s.view.user_id.clone(), s.view.expires_at_ms, s.return_window_secs));
         let now = ctx.workflow_time().unwrap_or(UNIX_EPOCH).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let hold = Duration::from_millis(input.expires_at_ms.saturating_sub(now).max(1));
+        let hold = Duration::from_millis(expires_at_ms.saturating_sub(now).max(1));
         let expired = select! {
             _ = ctx.wait_condition(|s| s.payment.is_some()) => false,
             _ = ctx.timer(hold) => true,
@@ -80,11 +91,11 @@ impl FlashSaleClaimWorkflow {
         };
         let charge = ChargeInput {
             checkout_id: String::new(),
-            idempotency_key: charge_key(&input.claim_id),
+            idempotency_key: charge_key(&claim_id),
             amount_minor: purchase.total_minor,
             currency: purchase.currency.clone(),
             payment_method: payment.payment_method.clone(),
-            flash_claim_id: Some(input.claim_id.clone()),
+            flash_claim_id: Some(claim_id.clone()),
         };
         let payment_id = match ctx.execute_activity(ChargePayment, charge, steps::charge_step()).await {
             Ok(ChargeResult::Charged { payment_id }) => payment_id,
@@ -113,7 +124,7 @@ impl FlashSaleClaimWorkflow {
                 let reason = steps::failure_type(&err);
                 let refund = RefundInput {
                     payment_id,
-                    idempotency_key: refund_key(&input.claim_id),
+                    idempotency_key: refund_key(&claim_id),
                     reason: "claim_order_failed".to_owned(),
                     amount_minor: None,
                 };
@@ -132,7 +143,7 @@ impl FlashSaleClaimWorkflow {
         // the order's own workflow takes over, as after a checkout
         let order_input = OrderInput {
             order_id: order.order_id.clone(),
-            user_id: input.user_id.clone(),
+            user_id: user_id.clone(),
             payment_id: order.payment_id.clone(),
             lines: vec![OrderLine { product_id: purchase.product_id, quantity: purchase.quantity, unit_price_minor: purchase.unit_price_minor }],
             totals: Totals {
@@ -142,7 +153,7 @@ impl FlashSaleClaimWorkflow {
                 shipping_minor: purchase.shipping_minor,
                 total_minor: purchase.total_minor,
             },
-            return_window_secs: input.return_window_secs,
+            return_window_secs: return_window_secs,
         };
         if let Err(failure) = steps::start_order_workflow(ctx, order_input).await {
             ctx.state_mut(|s| s.view.failure = Some(failure));
