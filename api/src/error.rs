@@ -290,7 +290,7 @@ fn is_json(response: &Response) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::{ConnAcquireErr, DbErr};
+    use sea_orm::ConnAcquireErr;
 
     use super::*;
 

@@ -8,7 +8,8 @@
 //!
 //! PG_REQUESTS (default REQUESTS / 4) sets the requests per client on the Postgres side, which
 //! is much slower. SLOWEST=1 also prints the slowest queries run alone. SEARCH_THREADS sets
-//! how many searches the API runs at once (four per core by default). The catalogue lives in a database of its own, dropped at the end.
+//! how many searches the API runs at once (four per core by default). The catalogue lives in a
+//! database of its own, dropped at the end.
 
 // the allocator the API and worker binaries run with
 #[global_allocator]

@@ -218,8 +218,8 @@ async fn an_expired_claim_returns_its_unit_and_a_later_user_wins_it() {
 #[tokio::test]
 async fn paid_claims_become_orders_and_reconciliation_returns_the_rest() {
     // Claims held 6 s, the sale open 15 s: long enough for three entries and two payments on a
-    // loaded machine (with 2 s claims and a 4 s sale a loaded CI run saw the sale end first), and the
-    // unpaid claim still expires before the end that reconciliation waits for.
+    // loaded machine (with 2 s claims and a 4 s sale, a loaded CI run saw the sale end first),
+    // and the unpaid claim still expires before the end that reconciliation waits for.
     let shop = setup(6).await;
     let (sale, product) = shop.sale("PAID", 20, 5, 1, 0, 15).await;
     let users = shop.customers(3).await;

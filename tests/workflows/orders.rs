@@ -491,22 +491,13 @@ async fn a_command_that_arrives_with_the_workflows_first_task_is_kept() {
         .start_workflow(OrderWorkflow::run, input, WorkflowStartOptions::new(parked.clone(), workflow_id(&order_id)).build())
         .await
         .expect("start the order workflow again");
-    let shipping = {
-        let app = shop.app.address.clone();
-        let (client, admin, order_id) = (shop.app.client.clone(), shop.admin.clone(), order_id.clone());
-        tokio::spawn(async move {
-            let url = format!("{app}/admin/orders/{order_id}/ship");
-            let body = json!({ "carrier": "DHL", "trackingNumber": "JD0146" });
-            let response = client.post(url).bearer_auth(admin).json(&body).send().await.unwrap();
-            (response.status(), response.text().await.unwrap())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _worker = TestWorker::start(&parked, shop.app.db().clone());
-
-    let (status, text) = shipping.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{text}");
-    // the workflow remembers it shipped: delivering is allowed, shipping again is not
+    // the ship waits in the server until a worker polls the queue
+    let (shipped, _worker) = tokio::join!(ship(&shop, &order_id), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        TestWorker::start(&parked, shop.app.db().clone())
+    });
+    assert_eq!(shipped.status, StatusCode::OK, "{}", shipped.text);
+    // the workflow remembers it shipped: delivering is allowed
     let delivered = deliver(&shop, &order_id).await;
     assert_eq!(delivered.body["status"], "DELIVERED", "{}", delivered.text);
     assert_eq!(order(&shop, &token, &order_id).await["status"], "DELIVERED");

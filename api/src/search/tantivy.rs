@@ -703,9 +703,8 @@ fn f32_key(x: f32) -> u64 {
     u64::from(if bits & 0x8000_0000 != 0 { !bits } else { bits | 0x8000_0000 })
 }
 
-/// (primary, tie-break): larger first. Ties go to the smaller product id (the newer for
-/// `newest`), so the order is total and pages never overlap.
-/// The first part of a document's sort key (larger sorts first); the id breaks ties.
+/// A sort key is (primary, tie-break), larger first; the id breaks ties, so the order is total
+/// and pages never overlap. This is the primary part.
 fn primary_key(sort: Sort, score: Score, price: i64, created: i64, rating: f64, rating_count: u64) -> u64 {
     match sort {
         Sort::Relevance => f32_key(score),
@@ -957,7 +956,7 @@ impl SegmentSearch {
             if self.top.floor().is_some_and(|floor| primary < floor) {
                 return;
             }
-            let key = (primary, tie_key(self.sort, self.id.get_val(doc)));
+            let key = (primary, self.tie_key(doc));
             self.top.push(TopEntry { key, score, address: DocAddress::new(self.segment, doc) });
         }
     }
@@ -971,8 +970,12 @@ impl SegmentSearch {
         }
     }
 
+    fn tie_key(&self, doc: DocId) -> u64 {
+        tie_key(self.sort, self.id.get_val(doc))
+    }
+
     fn sort_key(&self, doc: DocId, score: Score, price: i64) -> (u64, u64) {
-        (self.primary_key(doc, score, price), tie_key(self.sort, self.id.get_val(doc)))
+        (self.primary_key(doc, score, price), self.tie_key(doc))
     }
 }
 

@@ -153,7 +153,7 @@ impl FlashSaleClaimWorkflow {
                 shipping_minor: purchase.shipping_minor,
                 total_minor: purchase.total_minor,
             },
-            return_window_secs: return_window_secs,
+            return_window_secs,
         };
         if let Err(failure) = steps::start_order_workflow(ctx, order_input).await {
             ctx.state_mut(|s| s.view.failure = Some(failure));
