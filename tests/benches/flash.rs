@@ -32,7 +32,12 @@ use emporium_api::{
 };
 use poem::{EndpointExt, listener::{Acceptor, Listener}};
 use emporium_entities::entity::users::Role;
-use emporium_tests::{TestApp, load::LoadClient, spawn_app_with, worker::{TestWorker, unique_task_queue}};
+use emporium_tests::{
+    TestApp,
+    load::{LoadClient, percentile},
+    spawn_app_with,
+    worker::{TestWorker, unique_task_queue},
+};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -68,13 +73,6 @@ impl Figures {
             ms(self.winners_p50),
         );
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 fn figures(latencies: Vec<(Duration, bool)>, winners: usize, elapsed: Duration) -> Figures {
@@ -150,13 +148,18 @@ async fn redis_design(app: &TestApp, admin: &str, tokens: Arc<Vec<String>>, clie
     figures(all, claims as usize, elapsed)
 }
 
+/// The bearer-token check of the real route.
+fn signed_in(req: &poem::Request, tokens: &TokenService) -> bool {
+    let token = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    token.and_then(|t| tokens.verify(t, TokenKind::Access)).is_some()
+}
+
 /// The row-lock design served like the real route: poem with the API's middleware, the bearer-
 /// token check, then one `UPDATE … WHERE remaining > 0` on the API's own connection pool; 200,
 /// or 409 sold out.
 #[poem::handler]
-async fn row_lock_enter(req: &poem::Request, state: poem::web::Data<&Arc<RowLock>>) -> poem::Response {
-    let token = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if token.and_then(|t| state.tokens.verify(t, TokenKind::Access)).is_none() {
+async fn row_lock_enter(req: &poem::Request, state: poem::web::Data<&Arc<SideServer>>) -> poem::Response {
+    if !signed_in(req, &state.tokens) {
         return poem::Response::builder().status(StatusCode::UNAUTHORIZED).finish();
     }
     let won = state
@@ -172,36 +175,50 @@ async fn row_lock_enter(req: &poem::Request, state: poem::web::Data<&Arc<RowLock
     poem::Response::builder().status(status).content_type("application/json").body(body)
 }
 
-struct RowLock {
+/// The floor under both designs: the same HTTP stack and token check, then a fixed 409 with no
+/// store behind it. No admission design served this way can answer faster.
+#[poem::handler]
+async fn http_floor_enter(req: &poem::Request, state: poem::web::Data<&Arc<SideServer>>) -> poem::Response {
+    if !signed_in(req, &state.tokens) {
+        return poem::Response::builder().status(StatusCode::UNAUTHORIZED).finish();
+    }
+    poem::Response::builder().status(StatusCode::CONFLICT).content_type("application/json").body(r#"{"code":"sold_out"}"#)
+}
+
+struct SideServer {
     db: DatabaseConnection,
     tokens: TokenService,
 }
 
-async fn row_lock_design(app: &TestApp, tokens: Arc<Vec<String>>, clients: usize, entries: usize, units: usize) -> Figures {
-    let db = app.db().clone();
-    db.execute_unprepared(&format!(
-        "CREATE TABLE IF NOT EXISTS bench_row_lock_sales (id int PRIMARY KEY, remaining int NOT NULL); \
-         INSERT INTO bench_row_lock_sales VALUES (1, {units}) ON CONFLICT (id) DO UPDATE SET remaining = {units}"
-    ))
-    .await
-    .expect("row-lock table");
-    let state = Arc::new(RowLock {
+/// Serves the row-lock design and the HTTP floor on a port of their own, inside the API's own
+/// middleware (request metrics, error rendering, tracing) and with its connection pool.
+async fn side_server(app: &TestApp) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let state = Arc::new(SideServer {
         db: app.db().clone(),
         tokens: TokenService::new(&app.config.jwt_secret, Duration::from_secs(3600), Duration::from_secs(3600)),
     });
     let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0").into_acceptor().await.expect("bind");
     let address = format!("http://{}", acceptor.local_addr()[0].as_socket_addr().expect("a TCP address"));
-    // the API's own middleware around it: request metrics, error rendering, tracing
     let metrics = Metrics::new();
     let routes = poem::Route::new()
         .at("/row-lock/enter", poem::post(row_lock_enter))
+        .at("/http-floor/enter", poem::post(http_floor_enter))
         .around(move |ep, req| emporium_api::metrics::record(metrics.clone(), ep, req))
         .catch_all_error(emporium_api::error::render_error)
         .data(state)
         .with(poem::middleware::Tracing);
-    let server = tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(routes));
-    let (all, elapsed) = stampede(&address, "/row-lock/enter", tokens, clients, entries).await;
-    server.abort();
+    (address, tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(routes)))
+}
+
+async fn row_lock_design(app: &TestApp, side: &str, tokens: Arc<Vec<String>>, clients: usize, entries: usize, units: usize) -> Figures {
+    app.db()
+        .execute_unprepared(&format!(
+            "CREATE TABLE IF NOT EXISTS bench_row_lock_sales (id int PRIMARY KEY, remaining int NOT NULL); \
+             INSERT INTO bench_row_lock_sales VALUES (1, {units}) ON CONFLICT (id) DO UPDATE SET remaining = {units}"
+        ))
+        .await
+        .expect("row-lock table");
+    let (all, elapsed) = stampede(side, "/row-lock/enter", tokens, clients, entries).await;
     let won = all.iter().filter(|(_, won)| *won).count();
     assert_eq!(won, units, "exactly N winners for N units");
     figures(all, won, elapsed)
@@ -259,7 +276,18 @@ async fn main() {
     let tokens = Arc::new(customers(&app, entries.div_ceil(5)).await);
     let redis = redis_design(&app, &admin, tokens.clone(), clients, entries, units).await;
     redis.print("Redis Lua admission (HTTP)");
-    let row_lock = row_lock_design(&app, tokens, clients, entries, units).await;
+    let (side, side_server) = side_server(&app).await;
+    let row_lock = row_lock_design(&app, &side, tokens.clone(), clients, entries, units).await;
     row_lock.print("Postgres row lock (HTTP)");
+    // the same users again, against a handler that only checks the token
+    let (all, elapsed) = stampede(&side, "/http-floor/enter", tokens, clients, entries).await;
+    side_server.abort();
+    let floor = figures(all, 0, elapsed);
+    floor.print("HTTP floor: token check, fixed 409");
     println!("ratio: {:.1}x the entries/s of the row-lock design", redis.per_second() / row_lock.per_second());
+    println!(
+        "share of the HTTP floor: Redis design {:.0}%, row-lock design {:.0}%   (design targets: >= 30,000 entries/s, >= 20x the row lock)",
+        100.0 * redis.per_second() / floor.per_second(),
+        100.0 * row_lock.per_second() / floor.per_second()
+    );
 }

@@ -67,3 +67,85 @@ impl LoadClient {
         (status, body)
     }
 }
+
+/// How a benchmark's clients send their requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// Each client sends its next request as soon as it has the answer to the last: this finds
+    /// the server's capacity. Latency at this pace is mostly time spent queueing: by Little's
+    /// law the mean is clients / throughput, whatever a request costs.
+    Saturate,
+    /// The clients together send this many requests a second, each on a fixed schedule (client
+    /// `i` of `n` every `n / rate` seconds, offset by `i / rate`), the way independent shoppers
+    /// arrive. A request that falls due while its client still waits for the previous answer
+    /// counts its latency from when it was due, so a server that falls behind is charged for
+    /// the wait (no coordinated omission).
+    Rate(f64),
+}
+
+impl Pace {
+    /// `fraction` of a measured capacity, in requests a second.
+    pub fn share_of(capacity_per_second: f64, fraction: f64) -> Self {
+        Pace::Rate(capacity_per_second * fraction)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Pace::Saturate => "saturated".to_owned(),
+            Pace::Rate(rate) => format!("at {rate:.0}/s"),
+        }
+    }
+}
+
+/// One client's schedule under a [`Pace`].
+pub struct Pacer {
+    /// when the next request is due; `None` when saturating
+    due: Option<tokio::time::Instant>,
+    interval: std::time::Duration,
+}
+
+impl Pacer {
+    /// The schedule of client `client` of `clients`, starting at `start`.
+    pub fn new(pace: Pace, client: usize, clients: usize, start: tokio::time::Instant) -> Self {
+        match pace {
+            Pace::Saturate => Self { due: None, interval: std::time::Duration::ZERO },
+            Pace::Rate(rate) => {
+                let interval = std::time::Duration::from_secs_f64(clients as f64 / rate);
+                Self { due: Some(start + interval.mul_f64(client as f64 / clients as f64)), interval }
+            }
+        }
+    }
+
+    /// Waits until the next request is due and returns the instant its latency counts from:
+    /// the send itself when the client was idle (a timer firing late is the generator's delay,
+    /// not the server's), the due time when the client was still busy with the last answer.
+    pub async fn next(&mut self) -> tokio::time::Instant {
+        let Some(due) = self.due else { return tokio::time::Instant::now() };
+        self.due = Some(due + self.interval);
+        if tokio::time::Instant::now() < due {
+            tokio::time::sleep_until(due).await;
+            tokio::time::Instant::now()
+        } else {
+            due
+        }
+    }
+}
+
+/// The `p` quantile (0 < p ≤ 1) of sorted latencies; zero for none.
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// The loads, as fractions of the measured capacity, at which latency is reported: `LOADS`
+/// (comma-separated, e.g. `0.25,0.5,0.75`), else half, the load at which the design states
+/// its latency targets.
+pub fn latency_loads() -> Vec<f64> {
+    std::env::var("LOADS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|f| f.trim().parse::<f64>().ok()).filter(|f| *f > 0.0).collect::<Vec<_>>())
+        .filter(|loads| !loads.is_empty())
+        .unwrap_or_else(|| vec![0.5])
+}
