@@ -141,7 +141,7 @@ pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration
 
 /// The loads, as fractions of the measured capacity, at which latency is reported: `LOADS`
 /// (comma-separated, e.g. `0.25,0.5,0.75`), else half, the load at which the design states
-/// its latency targets.
+/// checkout's latency target.
 pub fn latency_loads() -> Vec<f64> {
     std::env::var("LOADS")
         .ok()
