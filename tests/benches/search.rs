@@ -12,7 +12,8 @@
 //! queueing (clients / throughput by Little's law).
 //!
 //! PG_REQUESTS (default REQUESTS / 4) sets the requests per client on the Postgres side, which
-//! is much slower. SLOWEST=1 also prints the slowest queries run alone. SEARCH_THREADS sets
+//! is much slower. SLOWEST=1 also prints the slowest queries run alone, TAIL=1 the slowest
+//! requests of each run with when they were sent. SEARCH_THREADS sets
 //! how many searches the API runs at once (four per core by default). The catalogue lives in a
 //! database of its own, dropped at the end.
 
@@ -189,11 +190,11 @@ async fn run_http(app: &TestApp, queries: &[BenchQuery], pace: Pace, clients: us
             let mut pacer = Pacer::new(pace, c, clients, start);
             let mut latencies = Vec::with_capacity(per_client);
             for n in 0..per_client {
-                let path = &paths[(c * 7 + n) % paths.len()];
+                let which = (c * 7 + n) % paths.len();
                 let sent = pacer.next().await;
-                let (status, _) = client.send(Method::GET, path, None, &[], None).await;
-                latencies.push(sent.elapsed());
-                assert_eq!(status, StatusCode::OK, "{path}");
+                let (status, _) = client.send(Method::GET, &paths[which], None, &[], None).await;
+                latencies.push((sent.elapsed(), sent - start, which));
+                assert_eq!(status, StatusCode::OK, "{}", paths[which]);
             }
             latencies
         })
@@ -202,7 +203,16 @@ async fn run_http(app: &TestApp, queries: &[BenchQuery], pace: Pace, clients: us
     for task in futures::future::join_all(tasks).await {
         all.extend(task.expect("client"));
     }
-    figures(all, started.elapsed())
+    if std::env::var("TAIL").is_ok() {
+        // when the slowest requests were sent and what they asked: a stall shows as a cluster
+        // in time, a costly query as the same query again and again
+        all.sort_by_key(|(latency, ..)| std::cmp::Reverse(*latency));
+        println!("slowest requests {} (sent at, latency, query):", pace.describe());
+        for (latency, at, which) in all.iter().take(16) {
+            println!("  {:>9.1} ms  {:>7.2} ms  {}", at.as_secs_f64() * 1e3, latency.as_secs_f64() * 1e3, queries[*which].http());
+        }
+    }
+    figures(all.into_iter().map(|(latency, ..)| latency).collect(), started.elapsed())
 }
 
 async fn run_postgres(db: &DatabaseConnection, queries: &[BenchQuery], clients: usize, per_client: usize) -> Figures {
