@@ -76,8 +76,8 @@ pub enum Pace {
     /// law the mean is clients / throughput, whatever a request costs.
     Saturate,
     /// The clients together send this many requests a second, each on a fixed schedule (client
-    /// `i` of `n` every `n / rate` seconds, offset by `i / rate`), the way independent shoppers
-    /// arrive. A request that falls due while its client still waits for the previous answer
+    /// `i` of `n` every `n / rate` seconds, offset by `i / rate`): arrivals spread evenly, which
+    /// is gentler on the tail than independent (Poisson) arrivals would be. A request that falls due while its client still waits for the previous answer
     /// counts its latency from when it was due, so a server that falls behind is charged for
     /// the wait (no coordinated omission).
     Rate(f64),
