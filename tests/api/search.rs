@@ -116,21 +116,7 @@ impl Truth<'_> {
         if in_stock {
             base.push_str(" AND COALESCE(i.available, 0) > 0");
         }
-        let cat = category
-            .map(|slug| {
-                format!(
-                    " AND p.category_id IN (WITH RECURSIVE t AS (SELECT id FROM categories WHERE slug = '{slug}' \
-                     UNION ALL SELECT x.id FROM categories x JOIN t ON x.parent_id = t.id) SELECT id FROM t)"
-                )
-            })
-            .unwrap_or_default();
-        let brand = if brands.is_empty() {
-            String::new()
-        } else {
-            // brand filters are case-insensitive
-            let list = brands.iter().map(|b| format!("'{}'", b.to_lowercase().replace('\'', "''"))).collect::<Vec<_>>().join(",");
-            format!(" AND lower(p.brand) IN ({list})")
-        };
+        let (cat, brand) = (category_sql(category), brands_sql(brands));
         let mut pr = String::new();
         if let Some(min) = price.0 {
             pr.push_str(&format!(" AND p.price_minor >= {min}"));
@@ -160,6 +146,28 @@ impl Truth<'_> {
         }
         (total, categories, brand_counts, price_counts)
     }
+}
+
+/// ` AND` the product is in the category or one below it; empty without a category.
+fn category_sql(category: Option<&str>) -> String {
+    category
+        .map(|slug| {
+            format!(
+                " AND p.category_id IN (WITH RECURSIVE t AS (SELECT id FROM categories WHERE slug = '{slug}' \
+                 UNION ALL SELECT x.id FROM categories x JOIN t ON x.parent_id = t.id) SELECT id FROM t)"
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// ` AND` the product is of one of the brands; empty without brands.
+fn brands_sql(brands: &[&str]) -> String {
+    if brands.is_empty() {
+        return String::new();
+    }
+    // brand filters are case-insensitive
+    let list = brands.iter().map(|b| format!("'{}'", b.to_lowercase().replace('\'', "''"))).collect::<Vec<_>>().join(",");
+    format!(" AND lower(p.brand) IN ({list})")
 }
 
 fn facet_map(body: &Value, name: &str) -> BTreeMap<String, i64> {
@@ -678,46 +686,63 @@ async fn every_bad_parameter_is_a_400_with_its_code() {
     assert_eq!((suggest.status, suggest.code()), (StatusCode::BAD_REQUEST, "query_too_long"));
 }
 
-/// Every unfiltered browse (with and without "in stock", four sorts, two pages) against Postgres.
+/// Every browse without text or price range (no filter, a category, brands, both; with and
+/// without "in stock"; four sorts; two pages) against Postgres.
 async fn browsing_matches_sql(app: &TestApp, round: &str) {
     let truth = Truth { db: app.db() };
-    for in_stock in [false, true] {
-        let (total, categories, brands, prices) = truth.answer(None, None, &[], (None, None), in_stock).await;
-        for (sort, order) in [
-            ("relevance", "p.id"),
-            ("price_asc", "p.price_minor, p.id"),
-            ("price_desc", "p.price_minor DESC, p.id"),
-            ("newest", "p.created_at DESC, p.id DESC"),
-        ] {
-            let query = format!("q=&sort={sort}&limit=100{}", if in_stock { "&inStock=true" } else { "" });
-            let first = search(app, &query).await;
-            let second = search(app, &format!("{query}&page=2")).await;
-            assert_eq!(first["total"], total, "{round} {query}: total");
-            assert_eq!(facet_map(&first, "category"), categories, "{round} {query}: category facet");
-            assert_eq!(facet_map(&first, "brand"), brands, "{round} {query}: brand facet");
-            let counts: Vec<i64> = first["facets"]["price"].as_array().unwrap().iter().map(|p| p["count"].as_i64().unwrap()).collect();
-            assert_eq!(counts, prices, "{round} {query}: price facet");
-            let stock = if in_stock { " AND COALESCE(i.available, 0) > 0" } else { "" };
-            let expected: Vec<i64> = rows(
-                app.db(),
-                &format!(
-                    "SELECT p.id FROM products p LEFT JOIN inventory i ON i.product_id = p.id \
-                     WHERE p.deleted_at IS NULL{stock} ORDER BY {order} LIMIT 200"
-                ),
-                vec![],
-            )
-            .await
-            .iter()
-            .map(|r| r.try_get("", "id").unwrap())
-            .collect();
-            let pages: Vec<i64> = ids(&first).into_iter().chain(ids(&second)).collect();
-            assert_eq!(pages, expected, "{round} {query}: two pages in order");
+    let filters: [(Option<&str>, &[&str]); 4] =
+        [(None, &[]), (Some("electronics"), &[]), (None, &["Sony", "lenovo"]), (Some("computers"), &["Dell", "HP"])];
+    for (category, brands) in filters {
+        for in_stock in [false, true] {
+            let (total, categories, brand_counts, prices) = truth.answer(None, category, brands, (None, None), in_stock).await;
+            assert!(total > 0, "{round} {category:?} {brands:?}: the case should match something");
+            let mut filter = category.map(|c| format!("&category={c}")).unwrap_or_default();
+            for b in brands {
+                filter.push_str(&format!("&brand={}", enc(b)));
+            }
+            if in_stock {
+                filter.push_str("&inStock=true");
+            }
+            for (sort, order) in [
+                ("relevance", "p.id"),
+                ("price_asc", "p.price_minor, p.id"),
+                ("price_desc", "p.price_minor DESC, p.id"),
+                ("newest", "p.created_at DESC, p.id DESC"),
+            ] {
+                let query = format!("q=&sort={sort}&limit=100{filter}");
+                let first = search(app, &query).await;
+                let second = search(app, &format!("{query}&page=2")).await;
+                assert_eq!(first["total"], total, "{round} {query}: total");
+                assert_eq!(facet_map(&first, "category"), categories, "{round} {query}: category facet");
+                assert_eq!(facet_map(&first, "brand"), brand_counts, "{round} {query}: brand facet");
+                let counts: Vec<i64> =
+                    first["facets"]["price"].as_array().unwrap().iter().map(|p| p["count"].as_i64().unwrap()).collect();
+                assert_eq!(counts, prices, "{round} {query}: price facet");
+                let stock = if in_stock { " AND COALESCE(i.available, 0) > 0" } else { "" };
+                let expected: Vec<i64> = rows(
+                    app.db(),
+                    &format!(
+                        "SELECT p.id FROM products p LEFT JOIN inventory i ON i.product_id = p.id \
+                         WHERE p.deleted_at IS NULL{stock}{}{} ORDER BY {order} LIMIT 200",
+                        category_sql(category),
+                        brands_sql(brands)
+                    ),
+                    vec![],
+                )
+                .await
+                .iter()
+                .map(|r| r.try_get("", "id").unwrap())
+                .collect();
+                let pages: Vec<i64> = ids(&first).into_iter().chain(ids(&second)).collect();
+                assert_eq!(pages, expected, "{round} {query}: two pages in order");
+            }
         }
     }
 }
 
-/// Browsing with no filter is answered from per-segment tables; it must agree with Postgres,
-/// also after products are deleted or sell out (deleted documents in old segments).
+/// Browsing without text or price range is answered from per-segment tables; it must agree
+/// with Postgres, also after products are deleted or sell out (deleted documents in old
+/// segments).
 #[tokio::test]
 async fn browsing_everything_matches_sql_before_and_after_changes() {
     let app = seeded_app(700).await;
@@ -727,11 +752,20 @@ async fn browsing_everything_matches_sql_before_and_after_changes() {
     // the cheapest product goes, another sells out: both leave deleted documents behind
     let cheapest = ids(&search(&app, "q=&sort=price_asc&limit=1").await)[0];
     let priciest = ids(&search(&app, "q=&sort=price_desc&limit=1&inStock=true").await)[0];
-    assert_eq!(app.delete(&format!("/admin/products/{cheapest}"), Some(&admin)).await.status, StatusCode::NO_CONTENT);
-    let sold_out = app.put(&format!("/admin/products/{priciest}/inventory"), Some(&admin), json!({ "available": 0 })).await;
-    assert_eq!(sold_out.status, StatusCode::OK, "{}", sold_out.text);
+    // and the same in the filtered browse: the newest Dell computer goes, the next one sells out
+    let dells = ids(&search(&app, "q=&category=computers&brand=Dell&sort=newest&limit=2&inStock=true").await);
+    assert_eq!(dells.len(), 2, "the catalogue should have two Dell computers in stock");
+    for product in [cheapest, dells[0]] {
+        assert_eq!(app.delete(&format!("/admin/products/{product}"), Some(&admin)).await.status, StatusCode::NO_CONTENT);
+    }
+    for product in [priciest, dells[1]] {
+        let sold_out = app.put(&format!("/admin/products/{product}/inventory"), Some(&admin), json!({ "available": 0 })).await;
+        assert_eq!(sold_out.status, StatusCode::OK, "{}", sold_out.text);
+    }
     let since = Instant::now();
     reflected(&app, "q=&sort=price_desc&limit=1&inStock=true", since, Duration::from_secs(5), |b| ids(b) != [priciest]).await;
     reflected(&app, "q=&sort=price_asc&limit=1", since, Duration::from_secs(5), |b| ids(b) != [cheapest]).await;
+    let dell_query = "q=&category=computers&brand=Dell&sort=newest&limit=2&inStock=true";
+    reflected(&app, dell_query, since, Duration::from_secs(5), |b| !ids(b).contains(&dells[0]) && !ids(b).contains(&dells[1])).await;
     browsing_matches_sql(&app, "after a delete and a sell-out").await;
 }

@@ -144,6 +144,9 @@ struct Generation {
     opstamp: AtomicU64,
     /// Per segment and "in stock only": what browsing without filters needs (see `browse`).
     browse: Mutex<HashMap<(SegmentId, bool), Arc<BrowseTables>>>,
+    /// Per segment and "in stock only": what browsing by category and brand needs (see
+    /// `browse_cells`).
+    cells: Mutex<HashMap<(SegmentId, bool), Arc<CellTables>>>,
 }
 
 impl Generation {
@@ -171,6 +174,7 @@ impl Generation {
             checkpoint: Mutex::new(checkpoint),
             opstamp: AtomicU64::new(metas.opstamp),
             browse: Mutex::new(HashMap::new()),
+            cells: Mutex::new(HashMap::new()),
             index,
         })
     }
@@ -555,18 +559,7 @@ fn browse(generation: &Generation, searcher: &tantivy::Searcher, collector: &Sea
         segment.price_counts.clone_from(&tables.prices);
         let alive = reader.alive_bitset();
         if let Some(alive) = alive {
-            // take the deleted documents back out of the counts
-            for doc in (0..reader.max_doc()).filter(|&doc| !alive.is_alive(doc)) {
-                if segment.in_stock && segment.available.get_val(doc) <= 0 {
-                    continue;
-                }
-                segment.total -= 1;
-                segment.category_counts[segment.category.get_val(doc) as usize] -= 1;
-                if let Some(brand) = segment.brand_ords.first(doc) {
-                    segment.brand_counts[brand as usize] -= 1;
-                }
-                segment.price_counts[price_band(segment.price.get_val(doc))] -= 1;
-            }
+            segment.take_out_deleted(reader, alive);
         }
         let order = tables.orders[sort_index(collector.sort)].get_or_init(|| {
             let mut order = Vec::new();
@@ -584,6 +577,100 @@ fn browse(generation: &Generation, searcher: &tantivy::Searcher, collector: &Sea
         for doc in best {
             let key = segment.sort_key(doc, 0.0, segment.price.get_val(doc));
             segment.top.push(TopEntry { key, score: 0.0, address: DocAddress::new(ord as SegmentOrdinal, doc) });
+        }
+        fruits.push(segment.harvest());
+    }
+    collector.merge_fruits(fruits)
+}
+
+/// Browsing by category or brands (no text, no price range) would visit every document of the
+/// category and of the brands to count the facets, each under the other filters. Per segment,
+/// the documents are grouped instead into cells of one category and one brand, each with its
+/// count per price band and, per sort, its documents in order (worked out on first use and kept
+/// with the generation, as `BrowseTables` are): the total, every facet and the page are then
+/// sums and merges over the cells, whatever the filters.
+struct CellTables {
+    cells: Vec<Cell>,
+}
+
+struct Cell {
+    category: u64,
+    brand: Option<u64>,
+    /// Documents per price band (`PRICE_BANDS`).
+    bands: Vec<u64>,
+    /// Deleted ones included, in document order.
+    docs: Vec<DocId>,
+    /// Per sort (`sort_index`): `docs`, best first.
+    orders: [std::sync::OnceLock<Vec<DocId>>; 5],
+}
+
+impl CellTables {
+    fn build(reader: &SegmentReader, segment: &SegmentSearch) -> Self {
+        let mut at: HashMap<(u64, Option<u64>), usize> = HashMap::new();
+        let mut cells: Vec<Cell> = Vec::new();
+        every_block(reader, |block| {
+            for &doc in block {
+                if segment.in_stock && segment.available.get_val(doc) <= 0 {
+                    continue;
+                }
+                let (category, brand) = (segment.category.get_val(doc), segment.brand_ords.first(doc));
+                let i = *at.entry((category, brand)).or_insert_with(|| {
+                    cells.push(Cell { category, brand, bands: vec![0; PRICE_BANDS.len()], docs: Vec::new(), orders: Default::default() });
+                    cells.len() - 1
+                });
+                cells[i].bands[price_band(segment.price.get_val(doc))] += 1;
+                cells[i].docs.push(doc);
+            }
+        });
+        CellTables { cells }
+    }
+}
+
+fn browse_cells(generation: &Generation, searcher: &tantivy::Searcher, collector: &SearchCollector) -> tantivy::Result<SearchFruit> {
+    let mut fruits = Vec::new();
+    for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+        let mut segment = collector.for_segment(ord as SegmentOrdinal, reader)?;
+        let key = (reader.segment_id(), collector.in_stock);
+        let cached = generation.cells.lock().expect("cell tables lock").get(&key).cloned();
+        let tables = match cached {
+            Some(tables) => tables,
+            None => {
+                let tables = Arc::new(CellTables::build(reader, &segment));
+                let live: HashSet<SegmentId> = searcher.segment_readers().iter().map(|r| r.segment_id()).collect();
+                let mut map = generation.cells.lock().expect("cell tables lock");
+                map.retain(|(segment, _), _| live.contains(segment)); // merged-away segments
+                map.insert(key, tables.clone());
+                tables
+            }
+        };
+        let alive = reader.alive_bitset();
+        let mut matching = Vec::new();
+        for cell in &tables.cells {
+            let mut matches = false;
+            for (band, &n) in cell.bands.iter().enumerate().filter(|(_, n)| **n > 0) {
+                matches = segment.tally(cell.category, cell.brand, band, true, n, false);
+            }
+            if matches {
+                matching.push(cell);
+            }
+        }
+        if let Some(alive) = alive {
+            segment.take_out_deleted(reader, alive);
+        }
+        for cell in matching {
+            let order = cell.orders[sort_index(collector.sort)].get_or_init(|| {
+                let mut order: Vec<((u64, u64), DocId)> =
+                    cell.docs.iter().map(|&doc| (segment.sort_key(doc, 0.0, segment.price.get_val(doc)), doc)).collect();
+                order.sort_unstable_by_key(|entry| Reverse(entry.0));
+                order.into_iter().map(|(_, doc)| doc).collect()
+            });
+            for doc in order.iter().copied().filter(|&doc| alive.is_none_or(|a| a.is_alive(doc))).take(collector.window) {
+                let key = segment.sort_key(doc, 0.0, segment.price.get_val(doc));
+                if segment.top.floor().is_some_and(|floor| key.0 < floor) {
+                    break; // the rest of this cell comes after it
+                }
+                segment.top.push(TopEntry { key, score: 0.0, address: DocAddress::new(ord as SegmentOrdinal, doc) });
+            }
         }
         fruits.push(segment.harvest());
     }
@@ -643,9 +730,12 @@ fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, Searc
         sort: q.sort,
         window: q.offset + q.limit,
     };
-    let unfiltered_browse =
-        q.text.trim().is_empty() && q.category.is_none() && q.brands.is_empty() && q.min_price.is_none() && q.max_price.is_none();
-    let fruit = if unfiltered_browse { browse(generation, &searcher, &collector)? } else { searcher.search(&query, &collector)? };
+    let browsing = q.text.trim().is_empty() && q.min_price.is_none() && q.max_price.is_none();
+    let fruit = match (browsing, q.category.is_none() && q.brands.is_empty()) {
+        (true, true) => browse(generation, &searcher, &collector)?,
+        (true, false) => browse_cells(generation, &searcher, &collector)?,
+        (false, _) => searcher.search(&query, &collector)?,
+    };
     let f = generation.fields;
     let mut hits = Vec::with_capacity(q.limit);
     for entry in fruit.top.into_iter().skip(q.offset).take(q.limit) {
@@ -929,27 +1019,8 @@ impl SegmentSearch {
     /// One document, its filter columns already read.
     #[inline]
     fn collect_values(&mut self, doc: DocId, score: Score, category: u64, price: i64, brand: Option<u64>) {
-        let category_ok =
-            self.category_allowed.as_ref().is_none_or(|a| a.get(category as usize).copied().unwrap_or(false));
-        let brand_ok = self
-            .brand_allowed
-            .as_ref()
-            .is_none_or(|a| brand.and_then(|b| a.get(b as usize).copied()).unwrap_or(false));
         let price_ok = price >= self.min_price && price <= self.max_price;
-        if brand_ok && price_ok {
-            self.category_counts[category as usize] += 1;
-        }
-        if category_ok
-            && price_ok
-            && let Some(b) = brand
-        {
-            self.brand_counts[b as usize] += 1;
-        }
-        if category_ok && brand_ok {
-            self.price_counts[price_band(price)] += 1;
-        }
-        if category_ok && brand_ok && price_ok {
-            self.total += 1;
+        if self.tally(category, brand, price_band(price), price_ok, 1, false) {
             // Most matches of a broad query cannot make the page: that is decided on the first
             // part of the key, before the id column is read and the heap touched.
             let primary = self.primary_key(doc, score, price);
@@ -958,6 +1029,49 @@ impl SegmentSearch {
             }
             let key = (primary, self.tie_key(doc));
             self.top.push(TopEntry { key, score, address: DocAddress::new(self.segment, doc) });
+        }
+    }
+
+    /// Counts `n` documents of one category, brand and price band into the total and the
+    /// facets, each facet under every filter but its own (`price_ok`: the price filter passes);
+    /// `remove` takes them back out. True when they pass every filter.
+    #[inline]
+    fn tally(&mut self, category: u64, brand: Option<u64>, band: usize, price_ok: bool, n: u64, remove: bool) -> bool {
+        let add = |count: &mut u64| if remove { *count -= n } else { *count += n };
+        let category_ok =
+            self.category_allowed.as_ref().is_none_or(|a| a.get(category as usize).copied().unwrap_or(false));
+        let brand_ok = self
+            .brand_allowed
+            .as_ref()
+            .is_none_or(|a| brand.and_then(|b| a.get(b as usize).copied()).unwrap_or(false));
+        if brand_ok && price_ok {
+            add(&mut self.category_counts[category as usize]);
+        }
+        if category_ok
+            && price_ok
+            && let Some(b) = brand
+        {
+            add(&mut self.brand_counts[b as usize]);
+        }
+        if category_ok && brand_ok {
+            add(&mut self.price_counts[band]);
+        }
+        let matches = category_ok && brand_ok && price_ok;
+        if matches {
+            add(&mut self.total);
+        }
+        matches
+    }
+
+    /// Takes the segment's deleted documents back out of counts that were worked out with them
+    /// (the per-segment tables of browsing). No price filter applies there.
+    fn take_out_deleted(&mut self, reader: &SegmentReader, alive: &tantivy::fastfield::AliveBitSet) {
+        for doc in (0..reader.max_doc()).filter(|&doc| !alive.is_alive(doc)) {
+            if self.in_stock && self.available.get_val(doc) <= 0 {
+                continue;
+            }
+            let (category, brand, price) = (self.category.get_val(doc), self.brand_ords.first(doc), self.price.get_val(doc));
+            self.tally(category, brand, price_band(price), true, 1, true);
         }
     }
 
