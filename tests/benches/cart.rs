@@ -4,7 +4,7 @@
 //!     scripts/bench.sh cart            (CLIENTS=32 OPS=1000 by default; CARTS=signed-in for one kind)
 //!
 //! Each kind runs twice: saturated (every client sends again as soon as it has an answer), which
-//! gives the capacity, then paced at a share of that capacity (`LOADS`, half by default) with the
+//! gives the capacity, then paced at a share of that capacity (`LOADS`, half and three quarters by default) with the
 //! same clients, which gives the latency a shopper sees at that load. Saturated latency is mostly
 //! queueing (32 clients / throughput by Little's law); half load is where the design states
 //! checkout's latency target.

@@ -7,7 +7,7 @@
 //!     PRODUCTS=100000 scripts/bench.sh search       (a smaller catalogue)
 //!
 //! The API side runs saturated first (each client sends again as soon as it has an answer), which
-//! gives its capacity, then paced at a share of that capacity (`LOADS`, half by default) with the
+//! gives its capacity, then paced at a share of that capacity (`LOADS`, half and three quarters by default) with the
 //! same clients, which gives the latency a shopper sees at that load: saturated latency is mostly
 //! queueing (clients / throughput by Little's law).
 //!

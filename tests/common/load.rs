@@ -140,12 +140,12 @@ pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration
 }
 
 /// The loads, as fractions of the measured capacity, at which latency is reported: `LOADS`
-/// (comma-separated, e.g. `0.25,0.5,0.75`), else half, the load at which the design states
-/// checkout's latency target.
+/// (comma-separated, e.g. `0.25,0.5,0.75`), else half (the load at which the design states
+/// checkout's latency target) and three quarters.
 pub fn latency_loads() -> Vec<f64> {
     std::env::var("LOADS")
         .ok()
         .map(|v| v.split(',').filter_map(|f| f.trim().parse::<f64>().ok()).filter(|f| *f > 0.0).collect::<Vec<_>>())
         .filter(|loads| !loads.is_empty())
-        .unwrap_or_else(|| vec![0.5])
+        .unwrap_or_else(|| vec![0.5, 0.75])
 }

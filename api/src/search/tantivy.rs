@@ -646,6 +646,7 @@ fn browse_cells(generation: &Generation, searcher: &tantivy::Searcher, collector
         let alive = reader.alive_bitset();
         let mut matching = Vec::new();
         for cell in &tables.cells {
+            // the filters pass or fail a whole cell alike, whichever band
             let mut matches = false;
             for (band, &n) in cell.bands.iter().enumerate().filter(|(_, n)| **n > 0) {
                 matches = segment.tally(cell.category, cell.brand, band, true, n, false);
