@@ -144,7 +144,7 @@ struct Generation {
     opstamp: AtomicU64,
     /// Per segment and "in stock only": what browsing without filters needs (see `browse`).
     browse: Mutex<HashMap<(SegmentId, bool), Arc<BrowseTables>>>,
-    /// Per segment and "in stock only": what browsing by category and brand needs (see
+    /// Per segment and "in stock only": what browsing by category or brands needs (see
     /// `browse_cells`).
     cells: Mutex<HashMap<(SegmentId, bool), Arc<CellTables>>>,
 }
