@@ -75,11 +75,12 @@ pub enum Pace {
     /// the server's capacity. Latency at this pace is mostly time spent queueing: by Little's
     /// law the mean is clients / throughput, whatever a request costs.
     Saturate,
-    /// The clients together send this many requests a second, each on a fixed schedule (client
-    /// `i` of `n` every `n / rate` seconds, offset by `i / rate`): arrivals spread evenly, which
-    /// is gentler on the tail than independent (Poisson) arrivals would be. A request that falls due while its client still waits for the previous answer
-    /// counts its latency from when it was due, so a server that falls behind is charged for
-    /// the wait (no coordinated omission).
+    /// The clients together send this many requests a second, arriving the way independent
+    /// shoppers do: each client's requests fall due at random (exponential gaps, mean
+    /// `clients / rate` seconds; a Poisson stream, and so is their sum), from a fixed seed per
+    /// client so that runs repeat. A request that falls due while its client still waits for
+    /// the previous answer counts its latency from when it was due, so a server that falls
+    /// behind is charged for the wait (no coordinated omission).
     Rate(f64),
 }
 
@@ -101,19 +102,35 @@ impl Pace {
 pub struct Pacer {
     /// when the next request is due; `None` when saturating
     due: Option<tokio::time::Instant>,
-    interval: std::time::Duration,
+    /// mean gap between this client's requests, in seconds
+    mean_gap: f64,
+    /// splitmix64 state: the client's own random gaps
+    seed: u64,
 }
 
 impl Pacer {
     /// The schedule of client `client` of `clients`, starting at `start`.
     pub fn new(pace: Pace, client: usize, clients: usize, start: tokio::time::Instant) -> Self {
         match pace {
-            Pace::Saturate => Self { due: None, interval: std::time::Duration::ZERO },
+            Pace::Saturate => Self { due: None, mean_gap: 0.0, seed: 0 },
             Pace::Rate(rate) => {
-                let interval = std::time::Duration::from_secs_f64(clients as f64 / rate);
-                Self { due: Some(start + interval.mul_f64(client as f64 / clients as f64)), interval }
+                let mut pacer = Self { due: None, mean_gap: clients as f64 / rate, seed: 0x9E37_79B9_7F4A_7C15 ^ client as u64 };
+                pacer.due = Some(start + pacer.gap());
+                pacer
             }
         }
+    }
+
+    /// An exponential gap with the client's mean.
+    fn gap(&mut self) -> std::time::Duration {
+        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // uniform in (0, 1]: never ln(0)
+        let uniform = ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        std::time::Duration::from_secs_f64(-uniform.ln() * self.mean_gap)
     }
 
     /// Waits until the next request is due and returns the instant its latency counts from:
@@ -121,7 +138,7 @@ impl Pacer {
     /// not the server's), the due time when the client was still busy with the last answer.
     pub async fn next(&mut self) -> tokio::time::Instant {
         let Some(due) = self.due else { return tokio::time::Instant::now() };
-        self.due = Some(due + self.interval);
+        self.due = Some(due + self.gap());
         if tokio::time::Instant::now() < due {
             tokio::time::sleep_until(due).await;
             tokio::time::Instant::now()
