@@ -527,31 +527,42 @@ fn every_block(reader: &SegmentReader, mut f: impl FnMut(&[DocId])) {
     }
 }
 
+/// The table of `reader`'s segment (and "in stock only") kept in `tables`, built with `build`
+/// on first use; building one also drops those of segments merged away since.
+fn segment_table<T>(
+    tables: &Mutex<HashMap<(SegmentId, bool), Arc<T>>>,
+    searcher: &tantivy::Searcher,
+    reader: &SegmentReader,
+    in_stock: bool,
+    build: impl FnOnce() -> tantivy::Result<T>,
+) -> tantivy::Result<Arc<T>> {
+    let key = (reader.segment_id(), in_stock);
+    if let Some(table) = tables.lock().expect("segment tables lock").get(&key) {
+        return Ok(table.clone());
+    }
+    let table = Arc::new(build()?);
+    let live: HashSet<SegmentId> = searcher.segment_readers().iter().map(|r| r.segment_id()).collect();
+    let mut map = tables.lock().expect("segment tables lock");
+    map.retain(|(segment, _), _| live.contains(segment));
+    map.insert(key, table.clone());
+    Ok(table)
+}
+
 fn browse(generation: &Generation, searcher: &tantivy::Searcher, collector: &SearchCollector) -> tantivy::Result<SearchFruit> {
     let mut fruits = Vec::new();
     for (ord, reader) in searcher.segment_readers().iter().enumerate() {
-        let key = (reader.segment_id(), collector.in_stock);
-        let cached = generation.browse.lock().expect("browse tables lock").get(&key).cloned();
-        let tables = match cached {
-            Some(tables) => tables,
-            None => {
-                let mut all = collector.for_segment(ord as SegmentOrdinal, reader)?;
-                all.top = Top::new(0);
-                every_block(reader, |block| all.collect_block(block));
-                let tables = Arc::new(BrowseTables {
-                    total: all.total,
-                    categories: std::mem::take(&mut all.category_counts),
-                    brands: std::mem::take(&mut all.brand_counts),
-                    prices: std::mem::take(&mut all.price_counts),
-                    orders: Default::default(),
-                });
-                let live: HashSet<SegmentId> = searcher.segment_readers().iter().map(|r| r.segment_id()).collect();
-                let mut map = generation.browse.lock().expect("browse tables lock");
-                map.retain(|(segment, _), _| live.contains(segment)); // merged-away segments
-                map.insert(key, tables.clone());
-                tables
-            }
-        };
+        let tables = segment_table(&generation.browse, searcher, reader, collector.in_stock, || {
+            let mut all = collector.for_segment(ord as SegmentOrdinal, reader)?;
+            all.top = Top::new(0);
+            every_block(reader, |block| all.collect_block(block));
+            Ok(BrowseTables {
+                total: all.total,
+                categories: std::mem::take(&mut all.category_counts),
+                brands: std::mem::take(&mut all.brand_counts),
+                prices: std::mem::take(&mut all.price_counts),
+                orders: Default::default(),
+            })
+        })?;
         let mut segment = collector.for_segment(ord as SegmentOrdinal, reader)?;
         segment.total = tables.total;
         segment.category_counts.clone_from(&tables.categories);
@@ -630,19 +641,7 @@ fn browse_cells(generation: &Generation, searcher: &tantivy::Searcher, collector
     let mut fruits = Vec::new();
     for (ord, reader) in searcher.segment_readers().iter().enumerate() {
         let mut segment = collector.for_segment(ord as SegmentOrdinal, reader)?;
-        let key = (reader.segment_id(), collector.in_stock);
-        let cached = generation.cells.lock().expect("cell tables lock").get(&key).cloned();
-        let tables = match cached {
-            Some(tables) => tables,
-            None => {
-                let tables = Arc::new(CellTables::build(reader, &segment));
-                let live: HashSet<SegmentId> = searcher.segment_readers().iter().map(|r| r.segment_id()).collect();
-                let mut map = generation.cells.lock().expect("cell tables lock");
-                map.retain(|(segment, _), _| live.contains(segment)); // merged-away segments
-                map.insert(key, tables.clone());
-                tables
-            }
-        };
+        let tables = segment_table(&generation.cells, searcher, reader, collector.in_stock, || Ok(CellTables::build(reader, &segment)))?;
         let alive = reader.alive_bitset();
         let mut matching = Vec::new();
         for cell in &tables.cells {
