@@ -573,16 +573,11 @@ fn browse(generation: &Generation, searcher: &tantivy::Searcher, collector: &Sea
             segment.take_out_deleted(reader, alive);
         }
         let order = tables.orders[sort_index(collector.sort)].get_or_init(|| {
-            let mut order = Vec::new();
+            let mut docs = Vec::new();
             every_block(reader, |block| {
-                for &doc in block {
-                    if !segment.in_stock || segment.available.get_val(doc) > 0 {
-                        order.push((segment.sort_key(doc, 0.0, segment.price.get_val(doc)), doc));
-                    }
-                }
+                docs.extend(block.iter().copied().filter(|&doc| !segment.in_stock || segment.available.get_val(doc) > 0));
             });
-            order.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
-            order.into_iter().map(|(_, doc)| doc).collect()
+            segment.best_first(docs)
         });
         let best = order.iter().copied().filter(|&doc| alive.is_none_or(|a| a.is_alive(doc))).take(collector.window);
         for doc in best {
@@ -658,12 +653,7 @@ fn browse_cells(generation: &Generation, searcher: &tantivy::Searcher, collector
             segment.take_out_deleted(reader, alive);
         }
         for cell in matching {
-            let order = cell.orders[sort_index(collector.sort)].get_or_init(|| {
-                let mut order: Vec<((u64, u64), DocId)> =
-                    cell.docs.iter().map(|&doc| (segment.sort_key(doc, 0.0, segment.price.get_val(doc)), doc)).collect();
-                order.sort_unstable_by_key(|entry| Reverse(entry.0));
-                order.into_iter().map(|(_, doc)| doc).collect()
-            });
+            let order = cell.orders[sort_index(collector.sort)].get_or_init(|| segment.best_first(cell.docs.clone()));
             for doc in order.iter().copied().filter(|&doc| alive.is_none_or(|a| a.is_alive(doc))).take(collector.window) {
                 let key = segment.sort_key(doc, 0.0, segment.price.get_val(doc));
                 if segment.top.floor().is_some_and(|floor| key.0 < floor) {
@@ -1073,6 +1063,14 @@ impl SegmentSearch {
             let (category, brand, price) = (self.category.get_val(doc), self.brand_ords.first(doc), self.price.get_val(doc));
             self.tally(category, brand, price_band(price), true, 1, true);
         }
+    }
+
+    /// `docs` in the requested sort, best first, unscored (browsing).
+    fn best_first(&self, docs: Vec<DocId>) -> Vec<DocId> {
+        let mut keyed: Vec<((u64, u64), DocId)> =
+            docs.into_iter().map(|doc| (self.sort_key(doc, 0.0, self.price.get_val(doc)), doc)).collect();
+        keyed.sort_unstable_by_key(|entry| Reverse(entry.0));
+        keyed.into_iter().map(|(_, doc)| doc).collect()
     }
 
     /// Reads only the columns the requested sort needs.
