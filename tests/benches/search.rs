@@ -12,7 +12,8 @@
 //! queueing (clients / throughput by Little's law).
 //!
 //! PG_REQUESTS (default REQUESTS / 4) sets the requests per client on the Postgres side, which
-//! is much slower. SLOWEST=1 also prints the slowest queries run alone, TAIL=1 the slowest
+//! is much slower; PG_REQUESTS=0 leaves the Postgres side out (and its minute of tsvector and GIN
+//! building), for quick runs of the tantivy side alone. SLOWEST=1 also prints the slowest queries run alone, TAIL=1 the slowest
 //! requests of each run with when they were sent. SEARCH_THREADS sets
 //! how many searches the API runs at once (four per core by default). The catalogue lives in a
 //! database of its own, dropped at the end.
@@ -207,7 +208,9 @@ async fn run_http(app: &TestApp, queries: &[BenchQuery], pace: Pace, clients: us
         // when the slowest requests were sent and what they asked: a stall shows as a cluster
         // in time, a costly query as the same query again and again
         all.sort_by_key(|(latency, ..)| std::cmp::Reverse(*latency));
-        println!("slowest requests {} (sent at, latency, query):", pace.describe());
+        let began = std::time::SystemTime::now() - started.elapsed();
+        let began_ms = began.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        println!("slowest requests {} (sent at, latency, query; the run began at unix {began_ms} ms):", pace.describe());
         for (latency, at, which) in all.iter().take(16) {
             println!("  {:>9.1} ms  {:>7.2} ms  {}", at.as_secs_f64() * 1e3, latency.as_secs_f64() * 1e3, queries[*which].http());
         }
@@ -242,6 +245,29 @@ async fn run_postgres(db: &DatabaseConnection, queries: &[BenchQuery], clients: 
     figures(all, started.elapsed())
 }
 
+/// Postgres FTS on the catalogue: a generated tsvector column and a GIN index, in this database
+/// only; returns a pool for the Postgres side.
+async fn postgres_fts(db_url: &str, clients: usize) -> DatabaseConnection {
+    let pg = emporium_entities::db::connect(db_url, (clients + 4) as u32).await.expect("connect");
+    let started = Instant::now();
+    pg.execute_unprepared(
+        "ALTER TABLE products ADD COLUMN search tsvector GENERATED ALWAYS AS ( \
+             setweight(to_tsvector('english', title), 'A') || setweight(to_tsvector('english', brand), 'B') || \
+             setweight(to_tsvector('english', description), 'C')) STORED; \
+         CREATE INDEX products_search_idx ON products USING GIN (search); \
+         CREATE INDEX products_brand_idx ON products (brand); \
+         CREATE INDEX products_price_idx ON products (price_minor); \
+         ANALYZE products; ANALYZE inventory;",
+    )
+    .await
+    .expect("tsvector column and GIN index");
+    // Adding the column rewrote the table: vacuum it now, or autovacuum does it during the
+    // measurements below and takes a fifth of the CPU from whichever design is running.
+    pg.execute_unprepared("VACUUM (ANALYZE) products, inventory").await.expect("vacuum");
+    println!("Postgres tsvector column + GIN index built: {:.1} s", started.elapsed().as_secs_f64());
+    pg
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let products = env_or("PRODUCTS", 1_000_000) as u64;
@@ -274,28 +300,13 @@ async fn main() {
     let indexed = started.elapsed();
     println!("tantivy index built ({products} products): {:.1} s", indexed.as_secs_f64());
 
-    // Postgres FTS: a generated tsvector column and a GIN index, in this database only.
-    let pg = emporium_entities::db::connect(&db_url, (clients + 4) as u32).await.expect("connect");
-    let started = Instant::now();
-    pg.execute_unprepared(
-        "ALTER TABLE products ADD COLUMN search tsvector GENERATED ALWAYS AS ( \
-             setweight(to_tsvector('english', title), 'A') || setweight(to_tsvector('english', brand), 'B') || \
-             setweight(to_tsvector('english', description), 'C')) STORED; \
-         CREATE INDEX products_search_idx ON products USING GIN (search); \
-         CREATE INDEX products_brand_idx ON products (brand); \
-         CREATE INDEX products_price_idx ON products (price_minor); \
-         ANALYZE products; ANALYZE inventory;",
-    )
-    .await
-    .expect("tsvector column and GIN index");
-    // Adding the column rewrote the table: vacuum it now, or autovacuum does it during the
-    // measurements below and takes a fifth of the CPU from whichever design is running.
-    pg.execute_unprepared("VACUUM (ANALYZE) products, inventory").await.expect("vacuum");
-    println!("Postgres tsvector column + GIN index built: {:.1} s", started.elapsed().as_secs_f64());
+    let pg = if pg_requests > 0 { Some(postgres_fts(&db_url, clients).await) } else { None };
 
     // warm both (page cache, mmaps, plans) with one pass over the queries
     run_http(&app, &queries, Pace::Saturate, 1, queries.len()).await;
-    run_postgres(&pg, &queries, 1, queries.len().min(12)).await;
+    if let Some(pg) = &pg {
+        run_postgres(pg, &queries, 1, queries.len().min(12)).await;
+    }
 
     let tantivy = run_http(&app, &queries, Pace::Saturate, clients, requests).await;
     let mut paced = Vec::new();
@@ -303,18 +314,23 @@ async fn main() {
         let pace = Pace::share_of(tantivy.per_second(), load);
         paced.push((load, pace, run_http(&app, &queries, pace, clients, requests).await));
     }
-    let postgres = run_postgres(&pg, &queries, clients, pg_requests).await;
+    let postgres = match &pg {
+        Some(pg) => Some(run_postgres(pg, &queries, clients, pg_requests).await),
+        None => None,
+    };
     println!();
     tantivy.print("HTTP API, tantivy, no cache, saturated");
     for (load, pace, figures) in &paced {
         figures.print(&format!("HTTP API, tantivy, {:.0}% load ({})", load * 100.0, pace.describe()));
     }
-    postgres.print("Postgres FTS + GROUP BY, saturated");
-    println!(
-        "tantivy / Postgres: throughput {:.1}x, saturated p99 {:.2}x",
-        tantivy.per_second() / postgres.per_second(),
-        tantivy.p99.as_secs_f64() / postgres.p99.as_secs_f64()
-    );
+    if let Some(postgres) = &postgres {
+        postgres.print("Postgres FTS + GROUP BY, saturated");
+        println!(
+            "tantivy / Postgres: throughput {:.1}x, saturated p99 {:.2}x",
+            tantivy.per_second() / postgres.per_second(),
+            tantivy.p99.as_secs_f64() / postgres.p99.as_secs_f64()
+        );
+    }
     println!("design targets: >= 10x Postgres; p99 <= 20 ms (saturated p99 is mostly clients / throughput queueing; the paced lines are the latency at that load)");
     println!("indexing: {products} products in {:.1} s ({:.0} products/s)", indexed.as_secs_f64(), products as f64 / indexed.as_secs_f64());
     if std::env::var("SLOWEST").is_ok() {

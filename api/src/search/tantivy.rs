@@ -59,6 +59,9 @@ struct Fields {
     title: Field,
     brand_text: Field,
     description: Field,
+    /// Title, brand and description in one field, for matching only: a word is one posting
+    /// list instead of a union of three.
+    text: Field,
     brand: Field,
     category: Field,
     category_slug: Field,
@@ -80,6 +83,12 @@ fn schema() -> Schema {
     b.add_text_field("title", TEXT | STORED);
     b.add_text_field("brand_text", with_freqs.clone());
     b.add_text_field("description", with_freqs);
+    b.add_text_field(
+        "text",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::Basic),
+        ),
+    );
     b.add_text_field("brand", STRING | FAST | STORED);
     b.add_u64_field("category", FAST | STORED);
     b.add_text_field("category_slug", STRING | STORED);
@@ -100,6 +109,7 @@ impl Fields {
             title: f("title")?,
             brand_text: f("brand_text")?,
             description: f("description")?,
+            text: f("text")?,
             brand: f("brand")?,
             category: f("category")?,
             category_slug: f("category_slug")?,
@@ -118,6 +128,9 @@ impl Fields {
         d.add_text(self.title, &doc.title);
         d.add_text(self.brand_text, &doc.brand);
         d.add_text(self.description, &doc.description);
+        for part in [&doc.title, &doc.brand, &doc.description] {
+            d.add_text(self.text, part);
+        }
         d.add_text(self.brand, &doc.brand);
         d.add_u64(self.category, doc.category_id as u64);
         d.add_text(self.category_slug, &doc.category_slug);
@@ -147,6 +160,8 @@ struct Generation {
     /// Per segment and "in stock only": what browsing by category or brands needs (see
     /// `browse_cells`).
     cells: Mutex<HashMap<(SegmentId, bool), Arc<CellTables>>>,
+    /// Per segment: each document's facet values in one word (see `DocFacts`).
+    facts: Mutex<HashMap<(SegmentId, bool), Arc<Option<DocFacts>>>>,
 }
 
 impl Generation {
@@ -175,6 +190,7 @@ impl Generation {
             opstamp: AtomicU64::new(metas.opstamp),
             browse: Mutex::new(HashMap::new()),
             cells: Mutex::new(HashMap::new()),
+            facts: Mutex::new(HashMap::new()),
             index,
         })
     }
@@ -215,15 +231,29 @@ impl TantivyIndex {
 
     fn open_with(base: PathBuf, serving: bool, threads: usize) -> Result<Self, SearchError> {
         std::fs::create_dir_all(&base)?;
-        let generation = match read_current(&base)? {
-            Some(name) => Generation::open(&base, &name)?,
-            None => {
-                let name = new_generation_name();
-                let index = Index::create_in_dir(create_dir(&base, &name)?, schema())?;
-                let generation = Generation::from_index(&name, index)?;
+        let empty = |announce: bool| -> Result<Generation, SearchError> {
+            let name = new_generation_name();
+            let index = Index::create_in_dir(create_dir(&base, &name)?, schema())?;
+            let generation = Generation::from_index(&name, index)?;
+            if announce {
                 write_current(&base, &name)?;
-                generation
             }
+            Ok(generation)
+        };
+        let generation = match read_current(&base)? {
+            Some(name) => {
+                let index = Index::open_in_dir(base.join(&name))?;
+                if index.schema() == schema() {
+                    Generation::from_index(&name, index)?
+                } else {
+                    // Written by an older version: its documents lack fields that queries now
+                    // read. An empty generation has no checkpoint, so the indexer builds it
+                    // from Postgres; a `reindex` process builds its own and names it itself.
+                    tracing::warn!(generation = %name, "search index has an older schema; starting a new one, built from Postgres");
+                    empty(serving)?
+                }
+            }
+            None => empty(true)?,
         };
         if serving {
             remove_stale_generations(&base, &generation.name);
@@ -464,30 +494,47 @@ fn tokens(index: &Index, field: Field, text: &str) -> Result<Vec<String>, Search
 /// letters or more that no product contains is taken as a typo: it matches within one edit (two
 /// from eight letters) in the title or brand. Words the index knows are matched exactly, which
 /// keeps the common case cheap (a fuzzy clause visits every posting of every term it expands to).
-fn text_query(generation: &Generation, searcher: &tantivy::Searcher, text: &str) -> Result<Box<dyn Query>, SearchError> {
+///
+/// A known word is matched in the combined `text` field: one posting list per word, where a
+/// union of the three fields would visit all three lists of every word. With `scoring`, the
+/// per-field terms are added as optional clauses, which only score the documents the words
+/// matched: the same BM25 sum, boosted by field, as a union per word would give.
+fn text_query(
+    generation: &Generation,
+    searcher: &tantivy::Searcher,
+    text: &str,
+    scoring: bool,
+) -> Result<Box<dyn Query>, SearchError> {
     let f = generation.fields;
     let words = tokens(&generation.index, f.title, text)?;
     if words.is_empty() {
         return Ok(Box::new(AllQuery));
     }
+    let scored = |field, word: &str, boost| -> Box<dyn Query> {
+        Box::new(BoostQuery::new(Box::new(TermQuery::new(Term::from_field_text(field, word), IndexRecordOption::WithFreqs)), boost))
+    };
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     for word in &words {
-        let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let mut known = false;
-        for (field, boost) in [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST), (f.description, DESCRIPTION_BOOST)] {
-            let term = Term::from_field_text(field, word);
-            known |= searcher.doc_freq(&term)? > 0;
-            any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)), boost))));
-        }
+        let matched = Term::from_field_text(f.text, word);
         let letters = word.chars().count();
-        if !known && letters >= 4 {
-            let distance = if letters >= 8 { 2 } else { 1 };
-            for (field, boost) in [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST)] {
-                let fuzzy = FuzzyTermQuery::new(Term::from_field_text(field, word), distance, true);
-                any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(fuzzy), boost * FUZZY_WEIGHT))));
+        if searcher.doc_freq(&matched)? > 0 || letters < 4 {
+            clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(TermQuery::new(matched, IndexRecordOption::Basic)), 0.0))));
+            if scoring {
+                for (field, boost) in [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST), (f.description, DESCRIPTION_BOOST)] {
+                    clauses.push((Occur::Should, scored(field, word, boost)));
+                }
             }
+        } else {
+            let distance = if letters >= 8 { 2 } else { 1 };
+            let fuzzy: Vec<(Occur, Box<dyn Query>)> = [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST)]
+                .into_iter()
+                .map(|(field, boost)| -> (Occur, Box<dyn Query>) {
+                    let fuzzy = FuzzyTermQuery::new(Term::from_field_text(field, word), distance, true);
+                    (Occur::Should, Box::new(BoostQuery::new(Box::new(fuzzy), boost * FUZZY_WEIGHT)))
+                })
+                .collect();
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(fuzzy))));
         }
-        clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
     }
     Ok(Box::new(BooleanQuery::new(clauses)))
 }
@@ -548,7 +595,7 @@ fn segment_table<T>(
     Ok(table)
 }
 
-fn browse(generation: &Generation, searcher: &tantivy::Searcher, collector: &SearchCollector) -> tantivy::Result<SearchFruit> {
+fn browse(generation: &Generation, searcher: &tantivy::Searcher, collector: &SearchCollector<'_>) -> tantivy::Result<SearchFruit> {
     let mut fruits = Vec::new();
     for (ord, reader) in searcher.segment_readers().iter().enumerate() {
         let tables = segment_table(&generation.browse, searcher, reader, collector.in_stock, || {
@@ -632,7 +679,7 @@ impl CellTables {
     }
 }
 
-fn browse_cells(generation: &Generation, searcher: &tantivy::Searcher, collector: &SearchCollector) -> tantivy::Result<SearchFruit> {
+fn browse_cells(generation: &Generation, searcher: &tantivy::Searcher, collector: &SearchCollector<'_>) -> tantivy::Result<SearchFruit> {
     let mut fruits = Vec::new();
     for (ord, reader) in searcher.segment_readers().iter().enumerate() {
         let mut segment = collector.for_segment(ord as SegmentOrdinal, reader)?;
@@ -708,10 +755,12 @@ fn with_candidates(
 
 fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, SearchError> {
     let searcher = generation.reader.searcher();
-    let query = with_candidates(generation, &searcher, q, text_query(generation, &searcher, &q.text)?)?;
+    // only a relevance sort of a text query needs BM25; the others skip scoring (score 0)
+    let scoring = q.sort == Sort::Relevance && !q.text.trim().is_empty();
+    let query = with_candidates(generation, &searcher, q, text_query(generation, &searcher, &q.text, scoring)?)?;
     let collector = SearchCollector {
-        // only a relevance sort of a text query needs BM25; the others skip scoring (score 0)
-        scoring: q.sort == Sort::Relevance && !q.text.trim().is_empty(),
+        facts: Some((&generation.facts, &searcher)),
+        scoring,
         categories: (q.category.is_some()).then(|| q.category_ids.iter().map(|&c| c as u64).collect()),
         brands: (!q.brands.is_empty()).then(|| q.brands.iter().map(|b| b.to_lowercase()).collect()),
         min_price: q.min_price,
@@ -864,9 +913,72 @@ impl Top {
     }
 }
 
+/// Per segment, each document's category, brand, price band and stock packed in one word, so
+/// that a match costs one read where the columns cost four decodes (a segment never changes
+/// once written: worked out on first use and kept with the generation, 8 bytes a document).
+struct DocFacts {
+    words: Vec<u64>,
+}
+
+/// One document's facet values, as `DocFacts` keeps them.
+struct Fact {
+    category: u64,
+    brand: Option<u64>,
+    band: usize,
+    in_stock: bool,
+}
+
+// Bits 0..32 the category id, 32..59 the brand ordinal + 1 (0: none), 59..63 the price band,
+// 63 in stock.
+const FACT_BRAND_SHIFT: u32 = 32;
+const FACT_BRAND_MASK: u64 = (1 << 27) - 1;
+const FACT_BAND_SHIFT: u32 = 59;
+const FACT_IN_STOCK: u64 = 1 << 63;
+const _: () = assert!(PRICE_BANDS.len() <= 16);
+
+impl DocFacts {
+    /// `None` when a value does not fit its bits (a category id of 2^32 or more, or 2^27
+    /// brands in one segment): the columns are read then.
+    fn build(reader: &SegmentReader, segment: &SegmentSearch) -> Option<Self> {
+        let mut words = Vec::with_capacity(reader.max_doc() as usize);
+        let mut fits = true;
+        let mut categories = [0u64; BLOCK];
+        let mut prices = [0i64; BLOCK];
+        let mut brands = [None; BLOCK];
+        let mut available = [0i64; BLOCK];
+        every_block(reader, |docs| {
+            let n = docs.len();
+            segment.category.get_vals(docs, &mut categories[..n]);
+            segment.price.get_vals(docs, &mut prices[..n]);
+            segment.brand_ords.first_vals(docs, &mut brands[..n]);
+            segment.available.get_vals(docs, &mut available[..n]);
+            for i in 0..n {
+                let brand = brands[i].map_or(0, |b| b + 1);
+                fits &= categories[i] >> FACT_BRAND_SHIFT == 0 && brand <= FACT_BRAND_MASK;
+                let stock = if available[i] > 0 { FACT_IN_STOCK } else { 0 };
+                words.push(categories[i] | brand << FACT_BRAND_SHIFT | (price_band(prices[i]) as u64) << FACT_BAND_SHIFT | stock);
+            }
+        });
+        fits.then_some(DocFacts { words })
+    }
+
+    #[inline]
+    fn unpack(word: u64) -> Fact {
+        Fact {
+            category: word & 0xFFFF_FFFF,
+            brand: ((word >> FACT_BRAND_SHIFT) & FACT_BRAND_MASK).checked_sub(1),
+            band: ((word >> FACT_BAND_SHIFT) & 0xF) as usize,
+            in_stock: word & FACT_IN_STOCK != 0,
+        }
+    }
+}
+
 /// One pass over the matching documents does everything: the filters, the total, the top of
 /// the requested sort, and the three facets, each counted under every filter but its own.
-struct SearchCollector {
+struct SearchCollector<'a> {
+    /// Where the segments' `DocFacts` are kept, and the searcher they are for; `None` reads
+    /// the columns instead.
+    facts: Option<(&'a Mutex<HashMap<(SegmentId, bool), Arc<Option<DocFacts>>>>, &'a tantivy::Searcher)>,
     scoring: bool,
     categories: Option<HashSet<u64>>,
     brands: Option<HashSet<String>>,
@@ -895,6 +1007,10 @@ struct SegmentSearch {
     category_allowed: Option<Vec<bool>>,
     /// Allowed brand ordinals of this segment, `None` without a brand filter.
     brand_allowed: Option<Vec<bool>>,
+    /// Per price band: every price in it passes the price filter (`Some(true)`), none does
+    /// (`Some(false)`), or it depends on the price (`None`).
+    band_passes: [Option<bool>; PRICE_BANDS.len()],
+    facts: Option<Arc<Option<DocFacts>>>,
     id: Arc<dyn ColumnValues<u64>>,
     category: Arc<dyn ColumnValues<u64>>,
     price: Arc<dyn ColumnValues<i64>>,
@@ -911,7 +1027,7 @@ struct SegmentSearch {
     price_counts: Vec<u64>,
 }
 
-impl Collector for SearchCollector {
+impl Collector for SearchCollector<'_> {
     type Fruit = SearchFruit;
     type Child = SegmentSearch;
 
@@ -948,14 +1064,29 @@ impl Collector for SearchCollector {
             }
             bitmap
         });
-        Ok(SegmentSearch {
+        let (min_price, max_price) = (self.min_price.unwrap_or(i64::MIN), self.max_price.unwrap_or(i64::MAX));
+        let mut band_passes = [None; PRICE_BANDS.len()];
+        for (band, slot) in band_passes.iter_mut().enumerate() {
+            // band 0 also holds any price below its start
+            let (from, to) = PRICE_BANDS[band];
+            let lowest = if band == 0 { i64::MIN } else { from };
+            let highest = to.map_or(i64::MAX, |to| to - 1);
+            if lowest >= min_price && highest <= max_price {
+                *slot = Some(true);
+            } else if highest < min_price || lowest > max_price {
+                *slot = Some(false);
+            }
+        }
+        let mut search = SegmentSearch {
             segment,
             sort: self.sort,
             in_stock: self.in_stock,
-            min_price: self.min_price.unwrap_or(i64::MIN),
-            max_price: self.max_price.unwrap_or(i64::MAX),
+            min_price,
+            max_price,
             category_allowed,
             brand_allowed,
+            band_passes,
+            facts: None,
             id: ff.column_first_or_default::<u64>("id")?,
             price: ff.column_first_or_default::<i64>("price")?,
             available: ff.column_first_or_default::<i64>("available")?,
@@ -970,7 +1101,11 @@ impl Collector for SearchCollector {
             category_counts: vec![0; max_category + 1],
             brand_counts: vec![0; num_brands],
             price_counts: vec![0; PRICE_BANDS.len()],
-        })
+        };
+        if let Some((tables, searcher)) = self.facts {
+            search.facts = Some(segment_table(tables, searcher, reader, false, || Ok(DocFacts::build(reader, &search)))?);
+        }
+        Ok(search)
     }
 
     fn requires_scoring(&self) -> bool {
@@ -1013,6 +1148,40 @@ impl SegmentSearch {
         if self.tally(category, brand, price_band(price), price_ok, 1, false) {
             // Most matches of a broad query cannot make the page: that is decided on the first
             // part of the key, before the id column is read and the heap touched.
+            let primary = self.primary_key(doc, score, price);
+            if self.top.floor().is_some_and(|floor| primary < floor) {
+                return;
+            }
+            let key = (primary, self.tie_key(doc));
+            self.top.push(TopEntry { key, score, address: DocAddress::new(self.segment, doc) });
+        }
+    }
+
+    #[inline]
+    fn fact_word(&self, doc: DocId) -> Option<u64> {
+        self.facts.as_deref()?.as_ref().map(|facts| facts.words[doc as usize])
+    }
+
+    /// One document, from its `DocFacts` word: the price column is read only when the sort
+    /// needs it or the price filter cuts through the document's band.
+    #[inline]
+    fn collect_fact(&mut self, doc: DocId, score: Score, word: u64) {
+        let fact = DocFacts::unpack(word);
+        if self.in_stock && !fact.in_stock {
+            return;
+        }
+        let price_ok = match self.band_passes[fact.band] {
+            Some(passes) => passes,
+            None => {
+                let price = self.price.get_val(doc);
+                price >= self.min_price && price <= self.max_price
+            }
+        };
+        if self.tally(fact.category, fact.brand, fact.band, price_ok, 1, false) {
+            let price = match self.sort {
+                Sort::PriceAsc | Sort::PriceDesc => self.price.get_val(doc),
+                Sort::Relevance | Sort::Newest | Sort::Rating => 0,
+            };
             let primary = self.primary_key(doc, score, price);
             if self.top.floor().is_some_and(|floor| primary < floor) {
                 return;
@@ -1095,6 +1264,10 @@ impl SegmentCollector for SegmentSearch {
     type Fruit = SearchFruit;
 
     fn collect(&mut self, doc: DocId, score: Score) {
+        if let Some(word) = self.fact_word(doc) {
+            self.collect_fact(doc, score, word);
+            return;
+        }
         if self.in_stock && self.available.get_val(doc) <= 0 {
             return;
         }
@@ -1105,6 +1278,18 @@ impl SegmentCollector for SegmentSearch {
     /// Unscored searches (browsing, and every sort but relevance) hand over blocks of
     /// documents: their columns are read in bulk, which decodes far faster than one by one.
     fn collect_block(&mut self, docs: &[DocId]) {
+        if self.facts.as_deref().is_some_and(Option::is_some) {
+            let mut words = [0u64; BLOCK];
+            for docs in docs.chunks(BLOCK) {
+                for (slot, &doc) in words.iter_mut().zip(docs) {
+                    *slot = self.fact_word(doc).unwrap_or_default();
+                }
+                for (&doc, &word) in docs.iter().zip(&words) {
+                    self.collect_fact(doc, 0.0, word);
+                }
+            }
+            return;
+        }
         let mut categories = [0u64; BLOCK];
         let mut prices = [0i64; BLOCK];
         let mut brands = [None; BLOCK];
@@ -1165,6 +1350,35 @@ mod tests {
         for pair in xs.windows(2) {
             assert!(f32_key(pair[0]) <= f32_key(pair[1]), "{pair:?}");
         }
+    }
+
+    #[test]
+    fn an_index_of_an_older_schema_gives_way_to_an_empty_one() {
+        let base = std::env::temp_dir().join(format!("emporium-schema-{}", uuid::Uuid::new_v4().simple()));
+        let old = "gen-old";
+        let mut older = Schema::builder();
+        older.add_text_field("title", TEXT | STORED);
+        let index = Index::create_in_dir(create_dir(&base, old).unwrap(), older.build()).unwrap();
+        let mut writer: IndexWriter<TantivyDocument> = index.writer(15_000_000).unwrap();
+        writer.add_document(TantivyDocument::default()).unwrap();
+        writer.commit().unwrap();
+        write_current(&base, old).unwrap();
+
+        // a reindex process leaves CURRENT to the rebuild it makes
+        let reindex = TantivyIndex::open_for_reindex(&base).unwrap();
+        assert_ne!(reindex.generation_name(), old);
+        assert_eq!(read_current(&base).unwrap().as_deref(), Some(old));
+
+        let serving = TantivyIndex::open(&base, 1).unwrap();
+        let name = serving.generation_name();
+        assert_ne!(name, old);
+        assert_eq!(read_current(&base).unwrap(), Some(name));
+        let current = serving.inner.current.load();
+        assert_eq!(current.reader.searcher().num_docs(), 0);
+        assert!(current.checkpoint.lock().unwrap().is_none(), "no checkpoint: the indexer builds it from Postgres");
+        drop(current);
+        drop((serving, reindex));
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
