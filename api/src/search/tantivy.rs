@@ -1380,6 +1380,90 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
     }
 
+    /// The packed `DocFacts` and the columns they replace must count and rank alike: every
+    /// filter, stock, scored and unscored, each sort, over prices on and across band edges.
+    #[test]
+    fn doc_facts_count_and_rank_as_the_columns_do() {
+        let index = Index::create_in_ram(schema());
+        let fields = Fields::of(&index.schema()).unwrap();
+        let mut writer: IndexWriter<TantivyDocument> = index.writer(15_000_000).unwrap();
+        let brands = ["Sony", "Bose", "Dell", "", "LEGO"];
+        let words = ["red kettle", "blue kettle", "red lamp", "green chair"];
+        for id in 0..600i64 {
+            let doc = IndexDoc {
+                id,
+                title: format!("{} {id}", words[(id % 4) as usize]),
+                description: if id % 5 == 0 { "a red one".into() } else { "plain".into() },
+                brand: brands[(id % 5) as usize].into(),
+                category_id: 1 + id % 7,
+                category_slug: format!("c{}", 1 + id % 7),
+                category_path: vec![1 + id % 7],
+                // on, just below and across the band edges
+                price_minor: [999, 1_000, 2_499, 5_000, 9_999, 10_000, 24_999, 150_000][(id % 8) as usize] + id % 3,
+                currency: "EUR".into(),
+                available: id % 3 - 1,
+                rating: (id % 50) as f64 / 10.0,
+                rating_count: id % 11,
+                created_at: chrono::DateTime::from_timestamp(1_700_000_000 + id * 37 % 600, 0).unwrap(),
+            };
+            writer.add_document(fields.document(&doc)).unwrap();
+            if id % 200 == 199 {
+                writer.commit().unwrap(); // several segments
+            }
+        }
+        writer.commit().unwrap();
+        let generation = Generation::from_index("gen-test", index).unwrap();
+        generation.reader.reload().unwrap();
+        let searcher = generation.reader.searcher();
+        assert!(searcher.segment_readers().len() >= 3);
+        let sorts = [Sort::Relevance, Sort::PriceAsc, Sort::PriceDesc, Sort::Newest, Sort::Rating];
+        let filters: [(Option<Vec<u64>>, Option<Vec<&str>>, Option<i64>, Option<i64>); 5] = [
+            (None, None, None, None),
+            (Some(vec![2, 3]), None, None, Some(9_999)),
+            (None, Some(vec!["sony", "dell"]), Some(1_000), Some(25_000)),
+            (Some(vec![1, 4, 6]), Some(vec!["bose", "lego"]), Some(2_500), None),
+            (None, None, Some(5_001), Some(10_000)),
+        ];
+        let mut compared = 0;
+        for text in ["", "red", "red kettle"] {
+            for sort in sorts {
+                for (categories, brands, min_price, max_price) in &filters {
+                    for in_stock in [false, true] {
+                        let scoring = sort == Sort::Relevance && !text.is_empty();
+                        let query = text_query(&generation, &searcher, text, scoring).unwrap();
+                        let collector = |facts| SearchCollector {
+                            facts,
+                            scoring,
+                            categories: categories.as_ref().map(|c| c.iter().copied().collect()),
+                            brands: brands.as_ref().map(|b| b.iter().map(|b| b.to_string()).collect()),
+                            min_price: *min_price,
+                            max_price: *max_price,
+                            in_stock,
+                            sort,
+                            window: 25,
+                        };
+                        let packed = searcher.search(&query, &collector(Some((&generation.facts, &searcher)))).unwrap();
+                        let columns = searcher.search(&query, &collector(None)).unwrap();
+                        let case = format!("{text:?} {sort:?} {categories:?} {brands:?} {min_price:?}..{max_price:?} {in_stock}");
+                        assert_eq!(packed.total, columns.total, "{case}");
+                        assert_eq!(packed.price_bands, columns.price_bands, "{case}");
+                        let sorted = |mut v: Vec<(String, u64)>| {
+                            v.sort();
+                            v
+                        };
+                        assert_eq!(sorted(packed.brands.clone()), sorted(columns.brands.clone()), "{case}");
+                        assert_eq!(packed.categories, columns.categories, "{case}");
+                        let top = |f: &SearchFruit| f.top.iter().map(|e| (e.key, e.address)).collect::<Vec<_>>();
+                        assert_eq!(top(&packed), top(&columns), "{case}");
+                        compared += usize::from(packed.total > 0);
+                    }
+                }
+            }
+        }
+        assert!(generation.facts.lock().unwrap().len() >= 3, "the packed path was taken");
+        assert!(compared > 100, "most cases match something: {compared}");
+    }
+
     #[test]
     fn top_keeps_the_largest_in_order() {
         let mut top = Top::new(3);
