@@ -1145,15 +1145,21 @@ impl SegmentSearch {
     fn collect_values(&mut self, doc: DocId, score: Score, category: u64, price: i64, brand: Option<u64>) {
         let price_ok = price >= self.min_price && price <= self.max_price;
         if self.tally(category, brand, price_band(price), price_ok, 1, false) {
-            // Most matches of a broad query cannot make the page: that is decided on the first
-            // part of the key, before the id column is read and the heap touched.
-            let primary = self.primary_key(doc, score, price);
-            if self.top.floor().is_some_and(|floor| primary < floor) {
-                return;
-            }
-            let key = (primary, self.tie_key(doc));
-            self.top.push(TopEntry { key, score, address: DocAddress::new(self.segment, doc) });
+            self.offer(doc, score, price);
         }
+    }
+
+    /// A document that passes every filter, for the page.
+    #[inline]
+    fn offer(&mut self, doc: DocId, score: Score, price: i64) {
+        // Most matches of a broad query cannot make the page: that is decided on the first
+        // part of the key, before the id column is read and the heap touched.
+        let primary = self.primary_key(doc, score, price);
+        if self.top.floor().is_some_and(|floor| primary < floor) {
+            return;
+        }
+        let key = (primary, self.tie_key(doc));
+        self.top.push(TopEntry { key, score, address: DocAddress::new(self.segment, doc) });
     }
 
     #[inline]
@@ -1181,12 +1187,7 @@ impl SegmentSearch {
                 Sort::PriceAsc | Sort::PriceDesc => self.price.get_val(doc),
                 Sort::Relevance | Sort::Newest | Sort::Rating => 0,
             };
-            let primary = self.primary_key(doc, score, price);
-            if self.top.floor().is_some_and(|floor| primary < floor) {
-                return;
-            }
-            let key = (primary, self.tie_key(doc));
-            self.top.push(TopEntry { key, score, address: DocAddress::new(self.segment, doc) });
+            self.offer(doc, score, price);
         }
     }
 
