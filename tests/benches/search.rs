@@ -12,11 +12,11 @@
 //! queueing (clients / throughput by Little's law).
 //!
 //! PG_REQUESTS (default REQUESTS / 4) sets the requests per client on the Postgres side, which
-//! is much slower; PG_REQUESTS=0 leaves the Postgres side out (and its minute of tsvector and GIN
-//! building), for quick runs of the tantivy side alone. SLOWEST=1 also prints the slowest queries run alone, TAIL=1 the slowest
-//! requests of each run with when they were sent. SEARCH_THREADS sets
-//! how many searches the API runs at once (four per core by default). The catalogue lives in a
-//! database of its own, dropped at the end.
+//! is much slower; PG_REQUESTS=0 leaves the Postgres side out (and its minute of tsvector and
+//! GIN building), for quick runs of the tantivy side alone. SLOWEST=1 also prints the slowest
+//! queries run alone, TAIL=1 the slowest requests of each run with when they were sent.
+//! SEARCH_THREADS sets how many searches the API runs at once (four per core by default). The
+//! catalogue lives in a database of its own, dropped at the end.
 
 // the allocator the API and worker binaries run with
 #[global_allocator]
