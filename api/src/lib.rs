@@ -97,6 +97,7 @@ impl Application {
             tokens: TokenService::new(&config.jwt_secret, config.access_token_ttl, config.refresh_token_ttl),
             metrics,
             search,
+            flash_rebuilds: Default::default(),
             db,
             config: Arc::new(config),
         });

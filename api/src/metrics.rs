@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use poem::{Endpoint, IntoResponse, Request, Response};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -14,6 +14,7 @@ pub struct Metrics {
     flash_queue: IntGaugeVec,
     flash_units_sold: IntGaugeVec,
     flash_claims_expired: IntGaugeVec,
+    flash_counter_rebuilds: IntCounter,
     search_cache: IntCounterVec,
 }
 
@@ -38,6 +39,11 @@ impl Metrics {
         let flash_queue = gauge("flash_sale_queue_length", "Users in a flash sale's waiting room");
         let flash_units_sold = gauge("flash_sale_units_sold", "Units of a flash sale paid for");
         let flash_claims_expired = gauge("flash_sale_claims_expired", "Claims of a flash sale that expired unpaid");
+        let flash_counter_rebuilds = IntCounter::new(
+            "flash_sale_counter_rebuilds_total",
+            "Flash-sale counters Redis had lost, rebuilt from Postgres",
+        )
+        .expect("valid metric");
         let search_cache = IntCounterVec::new(
             Opts::new("search_cache_requests_total", "Search cache lookups by result (hit or miss)"),
             &["result"],
@@ -53,7 +59,18 @@ impl Metrics {
         registry.register(Box::new(flash_queue.clone())).expect("registered once");
         registry.register(Box::new(flash_units_sold.clone())).expect("registered once");
         registry.register(Box::new(flash_claims_expired.clone())).expect("registered once");
-        Self { registry, requests, latency, search_cache, flash_entries, flash_queue, flash_units_sold, flash_claims_expired }
+        registry.register(Box::new(flash_counter_rebuilds.clone())).expect("registered once");
+        Self {
+            registry,
+            requests,
+            latency,
+            search_cache,
+            flash_entries,
+            flash_queue,
+            flash_units_sold,
+            flash_claims_expired,
+            flash_counter_rebuilds,
+        }
     }
 
     pub fn render(&self) -> String {
@@ -71,6 +88,10 @@ impl Metrics {
 
     pub fn flash_entry(&self, outcome: &str) {
         self.flash_entries.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn flash_counter_rebuilt(&self) {
+        self.flash_counter_rebuilds.inc();
     }
 
     pub fn flash_queue_length(&self, sale: uuid::Uuid, length: i64) {

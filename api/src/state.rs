@@ -41,6 +41,7 @@ pub struct Services {
     pub tokens: TokenService,
     pub metrics: Metrics,
     pub search: SearchService,
+    pub flash_rebuilds: crate::routes::flash::RebuildGate,
 }
 
 /// Builds a Redis client that connects in the background and keeps reconnecting, so the API

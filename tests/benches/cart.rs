@@ -78,19 +78,42 @@ async fn run(app: &TestApp, pace: Pace, ops: usize, products: &[i64], identities
                     Identity::Token(token) => client.send(method, path, Some(token), &[], Some(body)).await,
                     Identity::Session(id) => client.send(method, path, None, &[(session.clone(), id)], Some(body)).await,
                 };
-                latencies.push(sent.elapsed());
+                latencies.push((sent.elapsed(), sent.duration_since(start)));
                 assert_eq!(status, StatusCode::OK, "cart write failed");
             }
             latencies
         })
     });
-    let mut all: Vec<Duration> = Vec::with_capacity(clients * ops);
+    let mut timed: Vec<(Duration, Duration)> = Vec::with_capacity(clients * ops);
     for task in futures::future::join_all(tasks).await {
-        all.extend(task.expect("client task"));
+        timed.extend(task.expect("client task"));
     }
     let elapsed = started.elapsed();
+    if std::env::var("TAIL").is_ok() {
+        print_tail(&mut timed, pace);
+    }
+    let mut all: Vec<Duration> = timed.into_iter().map(|(latency, _)| latency).collect();
     all.sort();
     Figures { ops: all.len(), elapsed, p50: percentile(&all, 0.50), p99: percentile(&all, 0.99), max: *all.last().unwrap() }
+}
+
+/// The slowest requests with when they were sent: a stall shows as a cluster in time.
+fn print_tail(timed: &mut [(Duration, Duration)], pace: Pace) {
+    timed.sort_by_key(|&(latency, _)| std::cmp::Reverse(latency));
+    let slow = timed.len() / 100;
+    let mut at: Vec<Duration> = timed[..slow].iter().map(|&(_, at)| at).collect();
+    at.sort();
+    println!("slowest 1% {} ({slow} requests), latency and send time of the 16 slowest:", pace.describe());
+    for (latency, at) in timed.iter().take(16) {
+        println!("  {:>9.1} ms  {:>7.2} ms", at.as_secs_f64() * 1e3, latency.as_secs_f64() * 1e3);
+    }
+    // how the slowest 1% spread over the run, in 100 ms windows
+    let mut windows: std::collections::BTreeMap<u128, usize> = Default::default();
+    for t in &at {
+        *windows.entry(t.as_millis() / 100).or_default() += 1;
+    }
+    let line: Vec<String> = windows.iter().map(|(w, n)| format!("{}:{n}", w * 100)).collect();
+    println!("  slowest 1% by 100 ms window (start ms:count): {}", line.join(" "));
 }
 
 #[derive(Clone)]

@@ -1,5 +1,7 @@
 //! Flash sales: admin creation and live figures, the public view, entry and claim payment.
 
+use std::{collections::HashMap, sync::Arc};
+
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
@@ -214,10 +216,38 @@ async fn admin_view(state: &AppState, sale: StoredSale) -> ApiResult<AdminFlashS
 
 /// Loads a sale Redis does not have (not yet pre-warmed, or lost in a restart) from Postgres.
 async fn rebuild(state: &AppState, sale: &StoredSale) -> ApiResult<()> {
+    // A stampede that finds the counter gone waits here for one rebuild, instead of every
+    // request reading the sale's claims from Postgres at the moment it is busiest.
+    let _rebuilding = state.flash_rebuilds.lock(sale.id).await;
+    let redis = |e| ApiError::unavailable("Redis", e);
+    if flash_redis::remaining(&state.redis, sale.id).await.map_err(redis)?.is_some() {
+        return Ok(());
+    }
     let loaded = flash_sales::redis_state(&state.db, sale).await?;
-    flash_redis::load(&state.redis, sale.id, &loaded).await.map_err(|e| ApiError::unavailable("Redis", e))?;
-    tracing::warn!(sale_id = %sale.id, remaining = loaded.remaining, "flash sale counter loaded from Postgres");
+    // another API instance may have loaded it meanwhile; a live counter is never overwritten
+    if flash_redis::load(&state.redis, sale.id, &loaded).await.map_err(redis)? {
+        state.metrics.flash_counter_rebuilt();
+        tracing::warn!(sale_id = %sale.id, remaining = loaded.remaining, "flash sale counter loaded from Postgres");
+    }
     Ok(())
+}
+
+/// One rebuild of a sale's Redis state at a time in this process.
+#[derive(Default)]
+pub struct RebuildGate {
+    sales: std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RebuildGate {
+    pub async fn lock(&self, sale: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = {
+            let mut sales = self.sales.lock().expect("rebuild gate lock");
+            // forget the gates nobody holds or waits for
+            sales.retain(|_, gate| Arc::strong_count(gate) > 1);
+            sales.entry(sale).or_default().clone()
+        };
+        gate.lock_owned().await
+    }
 }
 
 /// Records a claim Redis granted; Postgres decides under the sale's lock, so a counter that
