@@ -7,7 +7,8 @@
 //! gives the capacity, then paced at a share of that capacity (`LOADS`, half and three quarters by default) with the
 //! same clients, which gives the latency a shopper sees at that load. Saturated latency is mostly
 //! queueing (32 clients / throughput by Little's law); half load is where the design states
-//! checkout's latency target.
+//! checkout's latency target. TAIL=1 also prints, for each run, the slowest requests with when
+//! they were sent and how the slowest 1% spread over the run (a stall shows as a cluster).
 
 // the allocator the API and worker binaries run with
 #[global_allocator]
