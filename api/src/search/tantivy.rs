@@ -26,8 +26,12 @@ use tantivy::{
     collector::{Collector, SegmentCollector, TopDocs},
     index::SegmentId,
     columnar::{Column, ColumnValues, StrColumn},
+    DocSet, TERMINATED,
+    fieldnorm::FieldNormReader,
+    postings::{Postings, SegmentPostings},
     query::{
-        AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, Query, TermQuery,
+        AllQuery, BooleanQuery, BoostQuery, Bm25Weight, ConstScoreQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, Query,
+        TermQuery,
     },
     schema::{
         FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TextFieldIndexing, TextOptions, Value,
@@ -538,6 +542,88 @@ fn text_query(
     Ok(Box::new(BooleanQuery::new(clauses)))
 }
 
+/// BM25 of a text query whose words are all known, worked out by the collector only for the
+/// documents that pass every filter. The query itself then matches unscored in `text`, as for
+/// the other sorts. Scored by tantivy instead, each word is a union of three boosted field
+/// terms, and a union scores every document of its window before the other words and the
+/// filters are applied. The score is the same sum: per word, its field terms' boosted BM25.
+struct RelevanceTerms {
+    /// Per word, each field's term with its weight (index-wide statistics, boost applied).
+    words: Vec<Vec<(Term, Bm25Weight)>>,
+}
+
+impl RelevanceTerms {
+    /// `None` when a word is taken as a typo (fuzzy matching is scored by tantivy).
+    fn new(generation: &Generation, searcher: &tantivy::Searcher, text: &str) -> Result<Option<Self>, SearchError> {
+        let f = generation.fields;
+        let mut words = Vec::new();
+        for word in tokens(&generation.index, f.title, text)? {
+            let known = searcher.doc_freq(&Term::from_field_text(f.text, &word))? > 0;
+            if !known && word.chars().count() >= 4 {
+                return Ok(None);
+            }
+            let mut terms = Vec::new();
+            for (field, boost) in [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST), (f.description, DESCRIPTION_BOOST)] {
+                let term = Term::from_field_text(field, &word);
+                let weight = Bm25Weight::for_terms(searcher, std::slice::from_ref(&term))?.boost_by(boost);
+                terms.push((term, weight));
+            }
+            words.push(terms);
+        }
+        Ok((!words.is_empty()).then_some(Self { words }))
+    }
+
+    fn for_segment(&self, reader: &SegmentReader) -> tantivy::Result<SegmentRelevance> {
+        let mut words = Vec::with_capacity(self.words.len());
+        for terms in &self.words {
+            let mut postings = Vec::with_capacity(terms.len());
+            for (term, weight) in terms {
+                let Some(list) = reader.inverted_index(term.field())?.read_postings(term, IndexRecordOption::WithFreqs)? else {
+                    continue;
+                };
+                let norms = match reader.fieldnorms_readers().get_field(term.field())? {
+                    Some(norms) => norms,
+                    None => FieldNormReader::constant(reader.max_doc(), 1),
+                };
+                postings.push(FieldPostings { list, weight: weight.clone(), norms });
+            }
+            words.push(postings);
+        }
+        Ok(SegmentRelevance { words })
+    }
+}
+
+struct FieldPostings {
+    list: SegmentPostings,
+    weight: Bm25Weight,
+    norms: FieldNormReader,
+}
+
+/// A segment's postings of the scored terms, moved forward as the collector's documents
+/// arrive (in ascending order).
+struct SegmentRelevance {
+    words: Vec<Vec<FieldPostings>>,
+}
+
+impl SegmentRelevance {
+    fn score(&mut self, doc: DocId) -> Score {
+        let mut total = 0.0;
+        for postings in &mut self.words {
+            let mut word = 0.0;
+            for p in postings.iter_mut() {
+                if p.list.doc() < doc && p.list.doc() != TERMINATED {
+                    p.list.seek(doc);
+                }
+                if p.list.doc() == doc {
+                    word += p.weight.score(p.norms.fieldnorm_id(doc), p.list.term_freq());
+                }
+            }
+            total += word;
+        }
+        total
+    }
+}
+
 /// Browsing with no filter but "in stock" would visit every document to count the facets. A
 /// segment never changes once written, so its counts and, per sort, its documents in order are
 /// worked out once (on first use) and kept with the generation; at query time a segment's
@@ -755,10 +841,17 @@ fn with_candidates(
 fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, SearchError> {
     let searcher = generation.reader.searcher();
     // only a relevance sort of a text query needs BM25; the others skip scoring (score 0)
-    let scoring = q.sort == Sort::Relevance && !q.text.trim().is_empty();
+    let relevance = if q.sort == Sort::Relevance && !q.text.trim().is_empty() {
+        RelevanceTerms::new(generation, &searcher, &q.text)?
+    } else {
+        None
+    };
+    // a typo query is still scored by tantivy
+    let scoring = q.sort == Sort::Relevance && !q.text.trim().is_empty() && relevance.is_none();
     let query = with_candidates(generation, &searcher, q, text_query(generation, &searcher, &q.text, scoring)?)?;
     let collector = SearchCollector {
         facts: Some((&generation.facts, &searcher)),
+        relevance: relevance.as_ref(),
         scoring,
         categories: (q.category.is_some()).then(|| q.category_ids.iter().map(|&c| c as u64).collect()),
         brands: (!q.brands.is_empty()).then(|| q.brands.iter().map(|b| b.to_lowercase()).collect()),
@@ -978,6 +1071,8 @@ struct SearchCollector<'a> {
     /// Where the segments' `DocFacts` are kept, and the searcher they are for; `None` reads
     /// the columns instead.
     facts: Option<(&'a Mutex<HashMap<(SegmentId, bool), Arc<Option<DocFacts>>>>, &'a tantivy::Searcher)>,
+    /// Scores the documents that pass the filters (a relevance sort matched unscored).
+    relevance: Option<&'a RelevanceTerms>,
     scoring: bool,
     categories: Option<HashSet<u64>>,
     brands: Option<HashSet<String>>,
@@ -1010,6 +1105,7 @@ struct SegmentSearch {
     /// (`Some(false)`), or it depends on the price (`None`).
     band_passes: [Option<bool>; PRICE_BANDS.len()],
     facts: Option<Arc<Option<DocFacts>>>,
+    relevance: Option<SegmentRelevance>,
     id: Arc<dyn ColumnValues<u64>>,
     category: Arc<dyn ColumnValues<u64>>,
     price: Arc<dyn ColumnValues<i64>>,
@@ -1086,6 +1182,7 @@ impl Collector for SearchCollector<'_> {
             brand_allowed,
             band_passes,
             facts: None,
+            relevance: self.relevance.map(|r| r.for_segment(reader)).transpose()?,
             id: ff.column_first_or_default::<u64>("id")?,
             price: ff.column_first_or_default::<i64>("price")?,
             available: ff.column_first_or_default::<i64>("available")?,
@@ -1152,6 +1249,10 @@ impl SegmentSearch {
     /// A document that passes every filter, for the page.
     #[inline]
     fn offer(&mut self, doc: DocId, score: Score, price: i64) {
+        let score = match &mut self.relevance {
+            Some(relevance) => relevance.score(doc),
+            None => score,
+        };
         // Most matches of a broad query cannot make the page: that is decided on the first
         // part of the key, before the id column is read and the heap touched.
         let primary = self.primary_key(doc, score, price);
@@ -1383,8 +1484,9 @@ mod tests {
 
     /// The packed `DocFacts` and the columns they replace must count and rank alike: every
     /// filter, stock, scored and unscored, each sort, over prices on and across band edges.
-    #[test]
-    fn doc_facts_count_and_rank_as_the_columns_do() {
+    /// 600 products over several segments: four titles, five brands (one empty), seven
+    /// categories, prices on and across the band edges, some out of stock.
+    fn small_catalogue() -> Generation {
         let index = Index::create_in_ram(schema());
         let fields = Fields::of(&index.schema()).unwrap();
         let mut writer: IndexWriter<TantivyDocument> = index.writer(15_000_000).unwrap();
@@ -1415,47 +1517,72 @@ mod tests {
         writer.commit().unwrap();
         let generation = Generation::from_index("gen-test", index).unwrap();
         generation.reader.reload().unwrap();
+        assert!(generation.reader.searcher().segment_readers().len() >= 3);
+        generation
+    }
+
+    const FILTERS: [(Option<&[u64]>, Option<&[&str]>, Option<i64>, Option<i64>); 5] = [
+        (None, None, None, None),
+        (Some(&[2, 3]), None, None, Some(9_999)),
+        (None, Some(&["sony", "dell"]), Some(1_000), Some(25_000)),
+        (Some(&[1, 4, 6]), Some(&["bose", "lego"]), Some(2_500), None),
+        (None, None, Some(5_001), Some(10_000)),
+    ];
+
+    fn collector<'a>(
+        facts: Option<(&'a Mutex<HashMap<(SegmentId, bool), Arc<Option<DocFacts>>>>, &'a tantivy::Searcher)>,
+        relevance: Option<&'a RelevanceTerms>,
+        scoring: bool,
+        filter: &(Option<&[u64]>, Option<&[&str]>, Option<i64>, Option<i64>),
+        in_stock: bool,
+        sort: Sort,
+    ) -> SearchCollector<'a> {
+        let (categories, brands, min_price, max_price) = filter;
+        SearchCollector {
+            facts,
+            relevance,
+            scoring,
+            categories: categories.map(|c| c.iter().copied().collect()),
+            brands: brands.map(|b| b.iter().map(|b| b.to_string()).collect()),
+            min_price: *min_price,
+            max_price: *max_price,
+            in_stock,
+            sort,
+            window: 25,
+        }
+    }
+
+    fn assert_same_fruit(a: &SearchFruit, b: &SearchFruit, case: &str) {
+        assert_eq!(a.total, b.total, "{case}");
+        assert_eq!(a.price_bands, b.price_bands, "{case}");
+        let sorted = |mut v: Vec<(String, u64)>| {
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(a.brands.clone()), sorted(b.brands.clone()), "{case}");
+        assert_eq!(a.categories, b.categories, "{case}");
+        let top = |f: &SearchFruit| f.top.iter().map(|e| (e.key, e.score.to_bits(), e.address)).collect::<Vec<_>>();
+        assert_eq!(top(a), top(b), "{case}");
+    }
+
+    /// The packed `DocFacts` and the columns they replace must count and rank alike: every
+    /// filter, stock, scored and unscored, each sort, over prices on and across band edges.
+    #[test]
+    fn doc_facts_count_and_rank_as_the_columns_do() {
+        let generation = small_catalogue();
         let searcher = generation.reader.searcher();
-        assert!(searcher.segment_readers().len() >= 3);
         let sorts = [Sort::Relevance, Sort::PriceAsc, Sort::PriceDesc, Sort::Newest, Sort::Rating];
-        let filters: [(Option<Vec<u64>>, Option<Vec<&str>>, Option<i64>, Option<i64>); 5] = [
-            (None, None, None, None),
-            (Some(vec![2, 3]), None, None, Some(9_999)),
-            (None, Some(vec!["sony", "dell"]), Some(1_000), Some(25_000)),
-            (Some(vec![1, 4, 6]), Some(vec!["bose", "lego"]), Some(2_500), None),
-            (None, None, Some(5_001), Some(10_000)),
-        ];
         let mut compared = 0;
         for text in ["", "red", "red kettle"] {
             for sort in sorts {
-                for (categories, brands, min_price, max_price) in &filters {
+                for filter in &FILTERS {
                     for in_stock in [false, true] {
                         let scoring = sort == Sort::Relevance && !text.is_empty();
                         let query = text_query(&generation, &searcher, text, scoring).unwrap();
-                        let collector = |facts| SearchCollector {
-                            facts,
-                            scoring,
-                            categories: categories.as_ref().map(|c| c.iter().copied().collect()),
-                            brands: brands.as_ref().map(|b| b.iter().map(|b| b.to_string()).collect()),
-                            min_price: *min_price,
-                            max_price: *max_price,
-                            in_stock,
-                            sort,
-                            window: 25,
-                        };
-                        let packed = searcher.search(&query, &collector(Some((&generation.facts, &searcher)))).unwrap();
-                        let columns = searcher.search(&query, &collector(None)).unwrap();
-                        let case = format!("{text:?} {sort:?} {categories:?} {brands:?} {min_price:?}..{max_price:?} {in_stock}");
-                        assert_eq!(packed.total, columns.total, "{case}");
-                        assert_eq!(packed.price_bands, columns.price_bands, "{case}");
-                        let sorted = |mut v: Vec<(String, u64)>| {
-                            v.sort();
-                            v
-                        };
-                        assert_eq!(sorted(packed.brands.clone()), sorted(columns.brands.clone()), "{case}");
-                        assert_eq!(packed.categories, columns.categories, "{case}");
-                        let top = |f: &SearchFruit| f.top.iter().map(|e| (e.key, e.address)).collect::<Vec<_>>();
-                        assert_eq!(top(&packed), top(&columns), "{case}");
+                        let packed = collector(Some((&generation.facts, &searcher)), None, scoring, filter, in_stock, sort);
+                        let packed = searcher.search(&query, &packed).unwrap();
+                        let columns = searcher.search(&query, &collector(None, None, scoring, filter, in_stock, sort)).unwrap();
+                        assert_same_fruit(&packed, &columns, &format!("{text:?} {sort:?} {filter:?} {in_stock}"));
                         compared += usize::from(packed.total > 0);
                     }
                 }
@@ -1463,6 +1590,35 @@ mod tests {
         }
         assert!(generation.facts.lock().unwrap().len() >= 3, "the packed path was taken");
         assert!(compared > 100, "most cases match something: {compared}");
+    }
+
+    /// Relevance scored by the collector, for the documents that pass the filters, must match
+    /// tantivy's scoring of the whole query: the same totals, facets, scores and order. (Up
+    /// to two words the sums are added in the same order, so the scores are equal to the bit.)
+    #[test]
+    fn relevance_scored_after_the_filters_matches_tantivys_scoring() {
+        let generation = small_catalogue();
+        let searcher = generation.reader.searcher();
+        let mut compared = 0;
+        for text in ["red", "kettle red", "red one", "lamp", "sony", "plain chair"] {
+            let terms = RelevanceTerms::new(&generation, &searcher, text).unwrap().expect("every word is known");
+            let scored = text_query(&generation, &searcher, text, true).unwrap();
+            let matched = text_query(&generation, &searcher, text, false).unwrap();
+            for filter in &FILTERS {
+                for in_stock in [false, true] {
+                    let facts = Some((&generation.facts, &searcher));
+                    let tantivy = searcher.search(&scored, &collector(facts, None, true, filter, in_stock, Sort::Relevance)).unwrap();
+                    let ours = collector(facts, Some(&terms), false, filter, in_stock, Sort::Relevance);
+                    let ours = searcher.search(&matched, &ours).unwrap();
+                    assert_same_fruit(&ours, &tantivy, &format!("{text:?} {filter:?} {in_stock}"));
+                    assert!(ours.top.iter().all(|e| e.score > 0.0), "{text:?}: every match is scored");
+                    compared += usize::from(ours.total > 1);
+                }
+            }
+        }
+        assert!(compared > 40, "most cases match several products: {compared}");
+        // a typo is left to tantivy's fuzzy scoring
+        assert!(RelevanceTerms::new(&generation, &searcher, "kettel").unwrap().is_none());
     }
 
     #[test]
