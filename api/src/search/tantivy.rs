@@ -166,6 +166,8 @@ struct Generation {
     cells: Mutex<HashMap<(SegmentId, bool), Arc<CellTables>>>,
     /// Per segment: each document's facet values in one word (see `DocFacts`).
     facts: Mutex<HashMap<(SegmentId, bool), Arc<Option<DocFacts>>>>,
+    /// Per segment: its columns, opened once (see `SegmentColumns`).
+    columns: Mutex<HashMap<(SegmentId, bool), Arc<SegmentColumns>>>,
 }
 
 impl Generation {
@@ -195,6 +197,7 @@ impl Generation {
             browse: Mutex::new(HashMap::new()),
             cells: Mutex::new(HashMap::new()),
             facts: Mutex::new(HashMap::new()),
+            columns: Mutex::new(HashMap::new()),
             index,
         })
     }
@@ -850,7 +853,7 @@ fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, Searc
     let scoring = q.sort == Sort::Relevance && !q.text.trim().is_empty() && relevance.is_none();
     let query = with_candidates(generation, &searcher, q, text_query(generation, &searcher, &q.text, scoring)?)?;
     let collector = SearchCollector {
-        facts: Some((&generation.facts, &searcher)),
+        cached: Some((generation, &searcher)),
         relevance: relevance.as_ref(),
         scoring,
         categories: (q.category.is_some()).then(|| q.category_ids.iter().map(|&c| c as u64).collect()),
@@ -1068,9 +1071,9 @@ impl DocFacts {
 /// One pass over the matching documents does everything: the filters, the total, the top of
 /// the requested sort, and the three facets, each counted under every filter but its own.
 struct SearchCollector<'a> {
-    /// Where the segments' `DocFacts` are kept, and the searcher they are for; `None` reads
-    /// the columns instead.
-    facts: Option<(&'a Mutex<HashMap<(SegmentId, bool), Arc<Option<DocFacts>>>>, &'a tantivy::Searcher)>,
+    /// The generation whose per-segment columns and `DocFacts` are kept, and the searcher they
+    /// are for; `None` opens the columns for this search and reads them instead of `DocFacts`.
+    cached: Option<(&'a Generation, &'a tantivy::Searcher)>,
     /// Scores the documents that pass the filters (a relevance sort matched unscored).
     relevance: Option<&'a RelevanceTerms>,
     scoring: bool,
@@ -1081,6 +1084,54 @@ struct SearchCollector<'a> {
     in_stock: bool,
     sort: Sort,
     window: usize,
+}
+
+/// A segment's columns. Opening a column decodes its block index, and a search opens eight,
+/// per segment: a segment never changes, so they are opened once and kept with the generation.
+struct SegmentColumns {
+    id: Arc<dyn ColumnValues<u64>>,
+    category: Arc<dyn ColumnValues<u64>>,
+    price: Arc<dyn ColumnValues<i64>>,
+    available: Arc<dyn ColumnValues<i64>>,
+    created: Arc<dyn ColumnValues<i64>>,
+    rating: Arc<dyn ColumnValues<f64>>,
+    rating_count: Arc<dyn ColumnValues<u64>>,
+    brand_ords: Column<u64>,
+    brand_column: Option<StrColumn>,
+    /// Each brand ordinal's name, lower-cased: brand filters ignore case.
+    brand_names: Vec<String>,
+}
+
+impl SegmentColumns {
+    fn open(reader: &SegmentReader) -> tantivy::Result<Self> {
+        let ff = reader.fast_fields();
+        let brand_column = ff.str("brand")?;
+        let brand_ords = match &brand_column {
+            Some(c) => c.ords().clone(),
+            None => Column::build_empty_column(reader.max_doc()),
+        };
+        let mut brand_names = Vec::new();
+        if let Some(column) = &brand_column {
+            let mut name = String::new();
+            for ord in 0..column.num_terms() {
+                name.clear();
+                column.ord_to_str(ord as u64, &mut name)?;
+                brand_names.push(name.to_lowercase());
+            }
+        }
+        Ok(Self {
+            id: ff.column_first_or_default::<u64>("id")?,
+            category: ff.column_first_or_default::<u64>("category")?,
+            price: ff.column_first_or_default::<i64>("price")?,
+            available: ff.column_first_or_default::<i64>("available")?,
+            created: ff.column_first_or_default::<i64>("created")?,
+            rating: ff.column_first_or_default::<f64>("rating")?,
+            rating_count: ff.column_first_or_default::<u64>("rating_count")?,
+            brand_ords,
+            brand_column,
+            brand_names,
+        })
+    }
 }
 
 struct SearchFruit {
@@ -1127,29 +1178,15 @@ impl Collector for SearchCollector<'_> {
     type Child = SegmentSearch;
 
     fn for_segment(&self, segment: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<SegmentSearch> {
-        let ff = reader.fast_fields();
-        let category = ff.column_first_or_default::<u64>("category")?;
-        let max_category = category.max_value() as usize;
-        let brand_column = ff.str("brand")?;
-        let brand_ords = match &brand_column {
-            Some(c) => c.ords().clone(),
-            None => Column::build_empty_column(reader.max_doc()),
-        };
-        let num_brands = brand_column.as_ref().map_or(0, |c| c.num_terms());
-        let brand_allowed = match (&self.brands, &brand_column) {
-            (None, _) => None,
-            (Some(_), None) => Some(Vec::new()),
-            (Some(wanted), Some(column)) => {
-                let mut allowed = vec![false; num_brands];
-                let mut name = String::new();
-                for (ord, slot) in allowed.iter_mut().enumerate() {
-                    name.clear();
-                    column.ord_to_str(ord as u64, &mut name)?;
-                    *slot = wanted.contains(&name.to_lowercase());
-                }
-                Some(allowed)
+        let columns = match self.cached {
+            Some((generation, searcher)) => {
+                segment_table(&generation.columns, searcher, reader, false, || SegmentColumns::open(reader))?
             }
+            None => Arc::new(SegmentColumns::open(reader)?),
         };
+        let max_category = columns.category.max_value() as usize;
+        let num_brands = columns.brand_names.len();
+        let brand_allowed = self.brands.as_ref().map(|wanted| columns.brand_names.iter().map(|name| wanted.contains(name)).collect());
         let category_allowed = self.categories.as_ref().map(|allowed| {
             let mut bitmap = vec![false; max_category + 1];
             for &c in allowed {
@@ -1183,23 +1220,24 @@ impl Collector for SearchCollector<'_> {
             band_passes,
             facts: None,
             relevance: self.relevance.map(|r| r.for_segment(reader)).transpose()?,
-            id: ff.column_first_or_default::<u64>("id")?,
-            price: ff.column_first_or_default::<i64>("price")?,
-            available: ff.column_first_or_default::<i64>("available")?,
-            created: ff.column_first_or_default::<i64>("created")?,
-            rating: ff.column_first_or_default::<f64>("rating")?,
-            rating_count: ff.column_first_or_default::<u64>("rating_count")?,
-            category,
-            brand_ords,
-            brand_column,
+            id: columns.id.clone(),
+            price: columns.price.clone(),
+            available: columns.available.clone(),
+            created: columns.created.clone(),
+            rating: columns.rating.clone(),
+            rating_count: columns.rating_count.clone(),
+            category: columns.category.clone(),
+            brand_ords: columns.brand_ords.clone(),
+            brand_column: columns.brand_column.clone(),
             total: 0,
             top: Top::new(self.window),
             category_counts: vec![0; max_category + 1],
             brand_counts: vec![0; num_brands],
             price_counts: vec![0; PRICE_BANDS.len()],
         };
-        if let Some((tables, searcher)) = self.facts {
-            search.facts = Some(segment_table(tables, searcher, reader, false, || Ok(DocFacts::build(reader, &search)))?);
+        if let Some((generation, searcher)) = self.cached {
+            search.facts =
+                Some(segment_table(&generation.facts, searcher, reader, false, || Ok(DocFacts::build(reader, &search)))?);
         }
         Ok(search)
     }
@@ -1530,7 +1568,7 @@ mod tests {
     ];
 
     fn collector<'a>(
-        facts: Option<(&'a Mutex<HashMap<(SegmentId, bool), Arc<Option<DocFacts>>>>, &'a tantivy::Searcher)>,
+        cached: Option<(&'a Generation, &'a tantivy::Searcher)>,
         relevance: Option<&'a RelevanceTerms>,
         scoring: bool,
         filter: &(Option<&[u64]>, Option<&[&str]>, Option<i64>, Option<i64>),
@@ -1539,7 +1577,7 @@ mod tests {
     ) -> SearchCollector<'a> {
         let (categories, brands, min_price, max_price) = filter;
         SearchCollector {
-            facts,
+            cached,
             relevance,
             scoring,
             categories: categories.map(|c| c.iter().copied().collect()),
@@ -1579,7 +1617,7 @@ mod tests {
                     for in_stock in [false, true] {
                         let scoring = sort == Sort::Relevance && !text.is_empty();
                         let query = text_query(&generation, &searcher, text, scoring).unwrap();
-                        let packed = collector(Some((&generation.facts, &searcher)), None, scoring, filter, in_stock, sort);
+                        let packed = collector(Some((&generation, &searcher)), None, scoring, filter, in_stock, sort);
                         let packed = searcher.search(&query, &packed).unwrap();
                         let columns = searcher.search(&query, &collector(None, None, scoring, filter, in_stock, sort)).unwrap();
                         assert_same_fruit(&packed, &columns, &format!("{text:?} {sort:?} {filter:?} {in_stock}"));
@@ -1606,9 +1644,9 @@ mod tests {
             let matched = text_query(&generation, &searcher, text, false).unwrap();
             for filter in &FILTERS {
                 for in_stock in [false, true] {
-                    let facts = Some((&generation.facts, &searcher));
-                    let tantivy = searcher.search(&scored, &collector(facts, None, true, filter, in_stock, Sort::Relevance)).unwrap();
-                    let ours = collector(facts, Some(&terms), false, filter, in_stock, Sort::Relevance);
+                    let cached = Some((&generation, &searcher));
+                    let tantivy = searcher.search(&scored, &collector(cached, None, true, filter, in_stock, Sort::Relevance)).unwrap();
+                    let ours = collector(cached, Some(&terms), false, filter, in_stock, Sort::Relevance);
                     let ours = searcher.search(&matched, &ours).unwrap();
                     assert_same_fruit(&ours, &tantivy, &format!("{text:?} {filter:?} {in_stock}"));
                     assert!(ours.top.iter().all(|e| e.score > 0.0), "{text:?}: every match is scored");
