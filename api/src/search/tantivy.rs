@@ -851,7 +851,10 @@ fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, Searc
     };
     // a typo query is still scored by tantivy
     let scoring = q.sort == Sort::Relevance && !q.text.trim().is_empty() && relevance.is_none();
-    let query = with_candidates(generation, &searcher, q, text_query(generation, &searcher, &q.text, scoring)?)?;
+    let matching = text_query(generation, &searcher, &q.text, scoring)?;
+    // Words narrow the matches themselves, and each match's facets cost one read: a union of
+    // the category and brand terms would only add its seeks.
+    let query = if q.text.trim().is_empty() { with_candidates(generation, &searcher, q, matching)? } else { matching };
     let collector = SearchCollector {
         cached: Some((generation, &searcher)),
         relevance: relevance.as_ref(),
