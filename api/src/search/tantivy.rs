@@ -710,13 +710,13 @@ fn browse(generation: &Generation, searcher: &tantivy::Searcher, collector: &Sea
         let order = tables.orders[sort_index(collector.sort)].get_or_init(|| {
             let mut docs = Vec::new();
             every_block(reader, |block| {
-                docs.extend(block.iter().copied().filter(|&doc| !segment.in_stock || segment.available.get_val(doc) > 0));
+                docs.extend(block.iter().copied().filter(|&doc| !segment.in_stock || segment.columns.available.get_val(doc) > 0));
             });
             segment.best_first(docs)
         });
         let best = order.iter().copied().filter(|&doc| alive.is_none_or(|a| a.is_alive(doc))).take(collector.window);
         for doc in best {
-            let key = segment.sort_key(doc, 0.0, segment.price.get_val(doc));
+            let key = segment.sort_key(doc, 0.0, segment.columns.price.get_val(doc));
             segment.top.push(TopEntry { key, score: 0.0, address: DocAddress::new(ord as SegmentOrdinal, doc) });
         }
         fruits.push(segment.harvest());
@@ -751,15 +751,15 @@ impl CellTables {
         let mut cells: Vec<Cell> = Vec::new();
         every_block(reader, |block| {
             for &doc in block {
-                if segment.in_stock && segment.available.get_val(doc) <= 0 {
+                if segment.in_stock && segment.columns.available.get_val(doc) <= 0 {
                     continue;
                 }
-                let (category, brand) = (segment.category.get_val(doc), segment.brand_ords.first(doc));
+                let (category, brand) = (segment.columns.category.get_val(doc), segment.columns.brand_ords.first(doc));
                 let i = *at.entry((category, brand)).or_insert_with(|| {
                     cells.push(Cell { category, brand, bands: vec![0; PRICE_BANDS.len()], docs: Vec::new(), orders: Default::default() });
                     cells.len() - 1
                 });
-                cells[i].bands[price_band(segment.price.get_val(doc))] += 1;
+                cells[i].bands[price_band(segment.columns.price.get_val(doc))] += 1;
                 cells[i].docs.push(doc);
             }
         });
@@ -790,7 +790,7 @@ fn browse_cells(generation: &Generation, searcher: &tantivy::Searcher, collector
         for cell in matching {
             let order = cell.orders[sort_index(collector.sort)].get_or_init(|| segment.best_first(cell.docs.clone()));
             for doc in order.iter().copied().filter(|&doc| alive.is_none_or(|a| a.is_alive(doc))).take(collector.window) {
-                let key = segment.sort_key(doc, 0.0, segment.price.get_val(doc));
+                let key = segment.sort_key(doc, 0.0, segment.columns.price.get_val(doc));
                 if segment.top.floor().is_some_and(|floor| key.0 < floor) {
                     break; // the rest of this cell comes after it
                 }
@@ -1046,10 +1046,10 @@ impl DocFacts {
         let mut available = [0i64; BLOCK];
         every_block(reader, |docs| {
             let n = docs.len();
-            segment.category.get_vals(docs, &mut categories[..n]);
-            segment.price.get_vals(docs, &mut prices[..n]);
-            segment.brand_ords.first_vals(docs, &mut brands[..n]);
-            segment.available.get_vals(docs, &mut available[..n]);
+            segment.columns.category.get_vals(docs, &mut categories[..n]);
+            segment.columns.price.get_vals(docs, &mut prices[..n]);
+            segment.columns.brand_ords.first_vals(docs, &mut brands[..n]);
+            segment.columns.available.get_vals(docs, &mut available[..n]);
             for i in 0..n {
                 let brand = brands[i].map_or(0, |b| b + 1);
                 fits &= categories[i] >> FACT_BRAND_SHIFT == 0 && brand <= FACT_BRAND_MASK;
@@ -1174,15 +1174,6 @@ struct SegmentSearch {
     facts: Option<Arc<Option<DocFacts>>>,
     relevance: Option<SegmentRelevance>,
     columns: Arc<SegmentColumns>,
-    id: Arc<dyn ColumnValues<u64>>,
-    category: Arc<dyn ColumnValues<u64>>,
-    price: Arc<dyn ColumnValues<i64>>,
-    available: Arc<dyn ColumnValues<i64>>,
-    created: Arc<dyn ColumnValues<i64>>,
-    rating: Arc<dyn ColumnValues<f64>>,
-    rating_count: Arc<dyn ColumnValues<u64>>,
-    brand_ords: Column<u64>,
-    brand_column: Option<StrColumn>,
     total: u64,
     top: Top,
     category_counts: Vec<u64>,
@@ -1237,16 +1228,7 @@ impl Collector for SearchCollector<'_> {
             band_passes,
             facts: None,
             relevance: self.relevance.map(|r| r.for_segment(reader)).transpose()?,
-            id: columns.id.clone(),
-            price: columns.price.clone(),
-            available: columns.available.clone(),
-            created: columns.created.clone(),
-            rating: columns.rating.clone(),
-            rating_count: columns.rating_count.clone(),
-            category: columns.category.clone(),
-            brand_ords: columns.brand_ords.clone(),
-            brand_column: columns.brand_column.clone(),
-            columns: columns.clone(),
+            columns,
             total: 0,
             top: Top::new(self.window),
             category_counts: vec![0; max_category + 1],
@@ -1383,10 +1365,10 @@ impl SegmentSearch {
     /// (the per-segment tables of browsing). No price filter applies there.
     fn take_out_deleted(&mut self, reader: &SegmentReader, alive: &tantivy::fastfield::AliveBitSet) {
         for doc in (0..reader.max_doc()).filter(|&doc| !alive.is_alive(doc)) {
-            if self.in_stock && self.available.get_val(doc) <= 0 {
+            if self.in_stock && self.columns.available.get_val(doc) <= 0 {
                 continue;
             }
-            let (category, brand, price) = (self.category.get_val(doc), self.brand_ords.first(doc), self.price.get_val(doc));
+            let (category, brand, price) = (self.columns.category.get_val(doc), self.columns.brand_ords.first(doc), self.columns.price.get_val(doc));
             self.tally(category, brand, price_band(price), true, 1, true);
         }
     }
@@ -1394,7 +1376,7 @@ impl SegmentSearch {
     /// `docs` in the requested sort, best first, unscored (browsing).
     fn best_first(&self, docs: Vec<DocId>) -> Vec<DocId> {
         let mut keyed: Vec<((u64, u64), DocId)> =
-            docs.into_iter().map(|doc| (self.sort_key(doc, 0.0, self.price.get_val(doc)), doc)).collect();
+            docs.into_iter().map(|doc| (self.sort_key(doc, 0.0, self.columns.price.get_val(doc)), doc)).collect();
         keyed.sort_unstable_by_key(|entry| Reverse(entry.0));
         keyed.into_iter().map(|(_, doc)| doc).collect()
     }
@@ -1403,13 +1385,13 @@ impl SegmentSearch {
     fn primary_key(&self, doc: DocId, score: Score, price: i64) -> u64 {
         match self.sort {
             Sort::Relevance | Sort::PriceAsc | Sort::PriceDesc => primary_key(self.sort, score, price, 0, 0.0, 0),
-            Sort::Newest => primary_key(self.sort, score, price, self.created.get_val(doc), 0.0, 0),
-            Sort::Rating => primary_key(self.sort, score, price, 0, self.rating.get_val(doc), self.rating_count.get_val(doc)),
+            Sort::Newest => primary_key(self.sort, score, price, self.columns.created.get_val(doc), 0.0, 0),
+            Sort::Rating => primary_key(self.sort, score, price, 0, self.columns.rating.get_val(doc), self.columns.rating_count.get_val(doc)),
         }
     }
 
     fn tie_key(&self, doc: DocId) -> u64 {
-        tie_key(self.sort, self.id.get_val(doc))
+        tie_key(self.sort, self.columns.id.get_val(doc))
     }
 
     fn sort_key(&self, doc: DocId, score: Score, price: i64) -> (u64, u64) {
@@ -1425,10 +1407,10 @@ impl SegmentCollector for SegmentSearch {
             self.collect_fact(doc, score, word);
             return;
         }
-        if self.in_stock && self.available.get_val(doc) <= 0 {
+        if self.in_stock && self.columns.available.get_val(doc) <= 0 {
             return;
         }
-        let (category, price, brand) = (self.category.get_val(doc), self.price.get_val(doc), self.brand_ords.first(doc));
+        let (category, price, brand) = (self.columns.category.get_val(doc), self.columns.price.get_val(doc), self.columns.brand_ords.first(doc));
         self.collect_values(doc, score, category, price, brand);
     }
 
@@ -1453,11 +1435,11 @@ impl SegmentCollector for SegmentSearch {
         let mut available = [0i64; BLOCK];
         for docs in docs.chunks(BLOCK) {
             let n = docs.len();
-            self.category.get_vals(docs, &mut categories[..n]);
-            self.price.get_vals(docs, &mut prices[..n]);
-            self.brand_ords.first_vals(docs, &mut brands[..n]);
+            self.columns.category.get_vals(docs, &mut categories[..n]);
+            self.columns.price.get_vals(docs, &mut prices[..n]);
+            self.columns.brand_ords.first_vals(docs, &mut brands[..n]);
             if self.in_stock {
-                self.available.get_vals(docs, &mut available[..n]);
+                self.columns.available.get_vals(docs, &mut available[..n]);
             }
             for i in 0..n {
                 if self.in_stock && available[i] <= 0 {
@@ -1470,7 +1452,7 @@ impl SegmentCollector for SegmentSearch {
 
     fn harvest(self) -> SearchFruit {
         let mut brands = Vec::new();
-        if let Some(column) = &self.brand_column {
+        if let Some(column) = &self.columns.brand_column {
             for (ord, &n) in self.brand_counts.iter().enumerate() {
                 if n == 0 {
                     continue;
