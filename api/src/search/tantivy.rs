@@ -522,9 +522,8 @@ fn text_query(
     for word in &words {
         let matched = Term::from_field_text(f.text, word);
         let letters = word.chars().count();
-        let known = searcher.doc_freq(&matched)? > 0;
         let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        if known || letters < 4 {
+        if !taken_as_typo(generation, searcher, word)? {
             if !scoring {
                 clauses.push((Occur::Must, Box::new(TermQuery::new(matched, IndexRecordOption::Basic))));
                 continue;
@@ -545,6 +544,11 @@ fn text_query(
     Ok(Box::new(BooleanQuery::new(clauses)))
 }
 
+/// A word of four letters or more that no product contains is taken as a typo.
+fn taken_as_typo(generation: &Generation, searcher: &tantivy::Searcher, word: &str) -> Result<bool, SearchError> {
+    Ok(word.chars().count() >= 4 && searcher.doc_freq(&Term::from_field_text(generation.fields.text, word))? == 0)
+}
+
 /// BM25 of a text query whose words are all known, worked out by the collector only for the
 /// documents that pass every filter. The query itself then matches unscored in `text`, as for
 /// the other sorts. Scored by tantivy instead, each word is a union of three boosted field
@@ -561,8 +565,7 @@ impl RelevanceTerms {
         let f = generation.fields;
         let mut words = Vec::new();
         for word in tokens(&generation.index, f.title, text)? {
-            let known = searcher.doc_freq(&Term::from_field_text(f.text, &word))? > 0;
-            if !known && word.chars().count() >= 4 {
+            if taken_as_typo(generation, searcher, &word)? {
                 return Ok(None);
             }
             let mut terms = Vec::new();
@@ -844,13 +847,10 @@ fn with_candidates(
 fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, SearchError> {
     let searcher = generation.reader.searcher();
     // only a relevance sort of a text query needs BM25; the others skip scoring (score 0)
-    let relevance = if q.sort == Sort::Relevance && !q.text.trim().is_empty() {
-        RelevanceTerms::new(generation, &searcher, &q.text)?
-    } else {
-        None
-    };
+    let by_relevance = q.sort == Sort::Relevance && !q.text.trim().is_empty();
+    let relevance = if by_relevance { RelevanceTerms::new(generation, &searcher, &q.text)? } else { None };
     // a typo query is still scored by tantivy
-    let scoring = q.sort == Sort::Relevance && !q.text.trim().is_empty() && relevance.is_none();
+    let scoring = by_relevance && relevance.is_none();
     let matching = text_query(generation, &searcher, &q.text, scoring)?;
     // Words narrow the matches themselves, and each match's facets cost one read: a union of
     // the category and brand terms would only add its seeks.
@@ -1645,10 +1645,11 @@ mod tests {
             for filter in &FILTERS {
                 for in_stock in [false, true] {
                     let cached = Some((&generation, &searcher));
-                    let tantivy = searcher.search(&scored, &collector(cached, None, true, filter, in_stock, Sort::Relevance)).unwrap();
+                    let by_tantivy = collector(cached, None, true, filter, in_stock, Sort::Relevance);
+                    let by_tantivy = searcher.search(&scored, &by_tantivy).unwrap();
                     let ours = collector(cached, Some(&terms), false, filter, in_stock, Sort::Relevance);
                     let ours = searcher.search(&matched, &ours).unwrap();
-                    assert_same_fruit(&ours, &tantivy, &format!("{text:?} {filter:?} {in_stock}"));
+                    assert_same_fruit(&ours, &by_tantivy, &format!("{text:?} {filter:?} {in_stock}"));
                     assert!(ours.top.iter().all(|e| e.score > 0.0), "{text:?}: every match is scored");
                     compared += usize::from(ours.total > 1);
                 }
