@@ -106,6 +106,11 @@ fn schema() -> Schema {
 }
 
 impl Fields {
+    /// The fields a word is scored in, with their boosts (the query and `RelevanceTerms`).
+    fn scored(&self) -> [(Field, f32); 3] {
+        [(self.title, TITLE_BOOST), (self.brand_text, BRAND_BOOST), (self.description, DESCRIPTION_BOOST)]
+    }
+
     fn of(schema: &Schema) -> Result<Self, SearchError> {
         let f = |name: &str| schema.get_field(name).map_err(|_| SearchError::Corrupt(format!("index has no field {name}")));
         Ok(Fields {
@@ -528,7 +533,7 @@ fn text_query(
                 clauses.push((Occur::Must, Box::new(TermQuery::new(matched, IndexRecordOption::Basic))));
                 continue;
             }
-            for (field, boost) in [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST), (f.description, DESCRIPTION_BOOST)] {
+            for (field, boost) in f.scored() {
                 let term = TermQuery::new(Term::from_field_text(field, word), IndexRecordOption::WithFreqs);
                 any.push((Occur::Should, Box::new(BoostQuery::new(Box::new(term), boost))));
             }
@@ -569,7 +574,7 @@ impl RelevanceTerms {
                 return Ok(None);
             }
             let mut terms = Vec::new();
-            for (field, boost) in [(f.title, TITLE_BOOST), (f.brand_text, BRAND_BOOST), (f.description, DESCRIPTION_BOOST)] {
+            for (field, boost) in f.scored() {
                 let term = Term::from_field_text(field, &word);
                 let weight = Bm25Weight::for_terms(searcher, std::slice::from_ref(&term))?.boost_by(boost);
                 terms.push((term, weight));
@@ -809,8 +814,9 @@ fn browse_cells(generation: &Generation, searcher: &tantivy::Searcher, collector
 /// not in the results, and not in any facet (each facet drops one filter, never two). Those
 /// documents are left out by the inverted index instead of being visited one by one; a
 /// category page filtered by brands then reads a fraction of the catalogue. The collector
-/// still checks every filter itself, so this only has to be a superset. It scores 0, leaving
-/// the text's relevance as it was.
+/// still checks every filter itself, so this only has to be a superset. Used without words
+/// only (a price range with a category and brands): under words the union's seeks cost more
+/// than reading each match's packed facts.
 fn with_candidates(
     generation: &Generation,
     searcher: &tantivy::Searcher,
@@ -847,14 +853,15 @@ fn with_candidates(
 fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, SearchError> {
     let searcher = generation.reader.searcher();
     // only a relevance sort of a text query needs BM25; the others skip scoring (score 0)
-    let by_relevance = q.sort == Sort::Relevance && !q.text.trim().is_empty();
+    let has_words = !q.text.trim().is_empty();
+    let by_relevance = q.sort == Sort::Relevance && has_words;
     let relevance = if by_relevance { RelevanceTerms::new(generation, &searcher, &q.text)? } else { None };
     // a typo query is still scored by tantivy
     let scoring = by_relevance && relevance.is_none();
     let matching = text_query(generation, &searcher, &q.text, scoring)?;
     // Words narrow the matches themselves, and each match's facets cost one read: a union of
     // the category and brand terms would only add its seeks.
-    let query = if q.text.trim().is_empty() { with_candidates(generation, &searcher, q, matching)? } else { matching };
+    let query = if has_words { matching } else { with_candidates(generation, &searcher, q, matching)? };
     let collector = SearchCollector {
         cached: Some((generation, &searcher)),
         relevance: relevance.as_ref(),
