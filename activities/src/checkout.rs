@@ -41,11 +41,13 @@ fn parse_id(raw: &str) -> Result<Uuid, ActivityError> {
 /// The database steps of a checkout. Each is one transaction and safe to retry.
 pub struct CheckoutActivities {
     db: DatabaseConnection,
+    /// Holds the API's read cache of carts, which an order changes.
+    redis: fred::clients::Client,
 }
 
 impl CheckoutActivities {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, redis: fred::clients::Client) -> Self {
+        Self { db, redis }
     }
 }
 
@@ -207,6 +209,11 @@ impl CheckoutActivities {
         )
         .await?;
         tx.commit().await?;
+        // The API refreshes the cart when it answers the payment, but the answer may never be
+        // given (the client went away, the API restarted): the cache must not keep the lines.
+        if let Err(err) = emporium_entities::redis::forget_user_cart(&self.redis, user_id).await {
+            tracing::warn!(error = %err, user_id = %user_id, "could not drop the cached cart after an order; it expires within the hour");
+        }
         tracing::info!(checkout_id = %checkout_id, order_id = %order_id, "order created");
         Ok(OrderPlaced { order_id: order_id.to_string(), payment_id: input.payment_id })
     }

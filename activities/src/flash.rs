@@ -36,6 +36,9 @@ impl FlashSaleActivities {
     }
 }
 
+/// Attempts of `LoadSale` that treat a missing sale as one whose creation has not committed.
+const SALE_COMMIT_ATTEMPTS: u32 = 6;
+
 fn parse(raw: &str) -> Result<Uuid, ActivityError> {
     Uuid::parse_str(raw).map_err(|e| business_failure("invalid_input", format!("{raw:?}: {e}"), None::<()>))
 }
@@ -48,9 +51,15 @@ fn redis_error(err: fred::error::Error) -> ActivityError {
 impl FlashSaleActivities {
     /// Implements `LoadSale`.
     #[activity]
-    pub async fn load_sale(self: Arc<Self>, _ctx: ActivityContext, input: SaleRef) -> Result<(), ActivityError> {
+    pub async fn load_sale(self: Arc<Self>, ctx: ActivityContext, input: SaleRef) -> Result<(), ActivityError> {
         let sale_id = parse(&input.sale_id)?;
         let Some(sale) = flash_sales::find(&self.db, sale_id).await? else {
+            // The API starts this workflow just before it commits the sale: a sale starting
+            // within the pre-warm lead is looked for before that commit is visible. Missing for
+            // the first attempts (about 15 s of backoff) means "not yet"; after that, "never".
+            if ctx.info().attempt < SALE_COMMIT_ATTEMPTS {
+                return Err(anyhow::anyhow!("flash sale {sale_id} is not committed yet").into());
+            }
             return Err(business_failure("sale_not_found", format!("flash sale {sale_id} does not exist"), None::<()>));
         };
         let state = flash_sales::redis_state(&self.db, &sale).await?;
@@ -74,6 +83,12 @@ impl FlashSaleActivities {
     #[activity]
     pub async fn reconcile_sale(self: Arc<Self>, _ctx: ActivityContext, input: SaleRef) -> Result<SaleOutcome, ActivityError> {
         let sale_id = parse(&input.sale_id)?;
+        // Postgres first, as in `release_claim`. Should Redis fail in between, its counter
+        // stays one short and the reconciliation below reports the sale as inconsistent.
+        for (claim_id, user_id) in flash_sales::expire_abandoned_claims(&self.db, sale_id).await? {
+            tracing::warn!(sale_id = %sale_id, claim_id = %claim_id, "abandoned flash sale claim expired at reconciliation");
+            flash_redis::give_back(&self.redis, sale_id, user_id, claim_id).await.map_err(redis_error)?;
+        }
         let remaining = flash_redis::remaining(&self.redis, sale_id).await.map_err(redis_error)?;
         let tx = self.db.begin().await?;
         let outcome = flash_sales::reconcile(&tx, sale_id, remaining).await?;

@@ -11,8 +11,9 @@ use uuid::Uuid;
 /// Entry attempts a user may make per window before being refused.
 pub const ATTEMPTS_PER_WINDOW: u32 = 5;
 pub const ATTEMPT_WINDOW_MS: u64 = 60_000;
-/// A queued user who has not polled for this long leaves the waiting room.
-const QUEUE_IDLE_MS: u64 = 30_000;
+/// A queued user who has not polled for this long leaves the waiting room; the
+/// `retryAfterMs` a queued user is given is at most half of it.
+pub const QUEUE_IDLE_MS: u64 = 30_000;
 
 /// All keys of a sale share one hash slot (`{fs:<id>}`), as a Redis Cluster script needs.
 struct Keys {
@@ -112,7 +113,9 @@ if rate > 0 then
     redis.call('ZADD', seen, now, uid)
     redis.call('PEXPIREAT', seen, tonumber(s[4]) + 3600000)
     local seconds = math.floor((rank - (rate - used)) / rate) + 1
-    return {'queued', tostring(rank + 1), tostring(seconds * 1000 - (now % 1000))}
+    -- back well before the idle timeout, or the place would be lost
+    local wait = math.min(seconds * 1000 - (now % 1000), math.floor(tonumber(ARGV[6]) / 2))
+    return {'queued', tostring(rank + 1), tostring(wait)}
   end
 end
 local left = redis.call('HINCRBY', sale, 'remaining', -1)
@@ -164,10 +167,11 @@ pub async fn enter(redis: &RedisClient, sale: Uuid, user: Uuid, claim_ttl_ms: u6
 static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
--- KEYS: sale, user, returned. ARGV: claim id. Returns 1 if this call gave the unit back.
+-- KEYS: sale, user, returned. ARGV: claim id, '1' to put the unit back on the counter.
+-- Returns 1 if this call undid the claim.
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
 redis.call('PEXPIRE', KEYS[3], 7 * 24 * 3600000)
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'remaining', 1) end
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'remaining', 1) end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   if tonumber(redis.call('HGET', KEYS[2], 'units') or '0') > 0 then redis.call('HINCRBY', KEYS[2], 'units', -1) end
   if redis.call('HGET', KEYS[2], 'claim') == ARGV[1] then redis.call('HDEL', KEYS[2], 'claim', 'claim_expires_ms') end
@@ -181,9 +185,21 @@ return 1
 /// can win it), and frees the user's claim. A sale Redis has lost is rebuilt from Postgres,
 /// where the claim is no longer counted.
 pub async fn give_back(redis: &RedisClient, sale: Uuid, user: Uuid, claim_id: Uuid) -> Result<bool, fred::error::Error> {
+    undo_claim(redis, sale, user, claim_id, true).await
+}
+
+/// Frees the user of a claim that Postgres refused because the sale has no unit left: the
+/// counter granted a unit that does not exist, so it keeps the decrement, and drains what it
+/// believed in too many (after a rebuild raced a claim's commit, say).
+pub async fn withdraw_phantom_claim(redis: &RedisClient, sale: Uuid, user: Uuid, claim_id: Uuid) -> Result<bool, fred::error::Error> {
+    undo_claim(redis, sale, user, claim_id, false).await
+}
+
+async fn undo_claim(redis: &RedisClient, sale: Uuid, user: Uuid, claim_id: Uuid, return_unit: bool) -> Result<bool, fred::error::Error> {
     let k = keys(sale, user);
-    let given: i64 = GIVE_BACK.evalsha_with_reload(redis, vec![k.sale, k.user, k.returned], vec![claim_id.to_string()]).await?;
-    Ok(given == 1)
+    let args = vec![claim_id.to_string(), if return_unit { "1" } else { "0" }.to_owned()];
+    let undone: i64 = GIVE_BACK.evalsha_with_reload(redis, vec![k.sale, k.user, k.returned], args).await?;
+    Ok(undone == 1)
 }
 
 /// After payment the claim is spent: the user's unit stays counted, the claim is cleared.

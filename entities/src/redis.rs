@@ -29,3 +29,15 @@ pub fn client(url: &str) -> Result<RedisClient, fred::error::Error> {
     client.connect();
     Ok(client)
 }
+
+/// Where the API caches a signed-in user's cart (`version|json`, see the API's cart cache).
+pub fn user_cart_key(user: uuid::Uuid) -> String {
+    format!("cart:user:{user}")
+}
+
+/// Drops a user's cached cart after a change made outside the API's cart service (an order
+/// taking the bought lines out): the next read loads it from Postgres.
+pub async fn forget_user_cart(redis: &RedisClient, user: uuid::Uuid) -> Result<(), fred::error::Error> {
+    use fred::interfaces::KeysInterface;
+    redis.del::<i64, _>(user_cart_key(user)).await.map(|_| ())
+}

@@ -180,9 +180,19 @@ async fn login_merges_the_anonymous_cart_once_capping_by_stock_and_line_limit() 
     // the anonymous cart is gone, and a second login with the same session merges nothing
     let anonymous_after = anon(&app, Method::GET, "/cart", Some(&session), None).await;
     assert_eq!(anonymous_after.body["lines"], json!([]));
-    let again = login(session).await;
+    let again = login(session.clone()).await;
     assert_eq!(again["cartMerge"]["alreadyMerged"], true);
     assert_eq!(app.get("/cart", Some(&token)).await.body, cart);
+
+    // the shopper goes on with the same session after signing out: what they add is merged at
+    // the next login, not thrown away as already merged
+    let later = anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[3], "quantity": 2 }))).await;
+    assert_eq!(later.status, StatusCode::OK, "{}", later.text);
+    let third = login(session.clone()).await;
+    assert_eq!(third["cartMerge"]["alreadyMerged"], false);
+    assert_eq!(third["cartMerge"]["merged"], json!([{ "productId": ids[3], "quantity": 2 }]));
+    assert_eq!(quantity_of(&app.get("/cart", Some(&token)).await.body, ids[3]), 3);
+    assert_eq!(anon(&app, Method::GET, "/cart", Some(&session), None).await.body["lines"], json!([]));
 }
 
 #[tokio::test]

@@ -145,7 +145,7 @@ async fn main() {
     };
 
     let db = app.db().clone();
-    let steps = Arc::new(CheckoutActivities::new(db.clone()));
+    let steps = Arc::new(CheckoutActivities::new(db.clone(), emporium_tests::redis(&app.config.redis_url).await));
     let payments = Arc::new(PaymentActivities::new(db.clone(), Arc::new(SandboxGateway::new(db.clone()))));
     let plain = drive(plain_shoppers, clients, move |(_, user)| {
         let steps = steps.clone();

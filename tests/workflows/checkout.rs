@@ -167,6 +167,34 @@ async fn happy_path_cart_to_order_with_stock_taken_cart_emptied_and_one_payment(
 }
 
 #[tokio::test]
+async fn an_order_empties_the_cached_cart_even_when_the_api_never_answers_the_payment() {
+    let shop = shop(600).await;
+    let product = shop.product("CACHED-1", 1_000, 5).await;
+    let token = shop.shopper(product, 2).await;
+    assert_eq!(shop.app.get("/cart", Some(&token)).await.body["lines"][0]["quantity"], 2, "read once: now cached");
+    let started = shop.checkout(&token, None).await;
+    assert_eq!(started.status, StatusCode::CREATED, "{}", started.text);
+
+    // the payment reaches the workflow, but not through the API (a client that went away
+    // before the answer looks the same to the cart)
+    let handle = temporal_client().await.get_workflow_handle::<CheckoutWorkflow>(workflow_id(&id_of(&started)));
+    let request = PaymentRequest {
+        payment_method: "pm_card_visa".to_owned(),
+        shipping_address: ShippingAddress {
+            name: "Ada Lovelace".into(),
+            line1: "1 Analytical St".into(),
+            city: "London".into(),
+            postal_code: "N1 9GU".into(),
+            country: "GB".into(),
+        },
+    };
+    let options = WorkflowExecuteUpdateOptions::builder().update_id("paid-elsewhere".to_owned()).build();
+    let outcome = handle.execute_update(CheckoutWorkflow::submit_payment, request, options).await.expect("payment update");
+    assert!(matches!(outcome, PaymentOutcome::Paid { .. }), "{outcome:?}");
+    assert_eq!(shop.app.get("/cart", Some(&token)).await.body["lines"], json!([]), "the cached cart went with the order");
+}
+
+#[tokio::test]
 async fn a_declined_card_leaves_no_order_and_returns_the_stock() {
     let shop = shop(600).await;
     let product = shop.product("DECLINE-1", 1_000, 5).await;

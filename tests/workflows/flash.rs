@@ -7,14 +7,16 @@ use chrono::Utc;
 use fred::interfaces::KeysInterface;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use temporalio_client::{WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHistory};
+use temporalio_client::{
+    WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHistory, errors::WorkflowUpdateError,
+};
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 use tokio::sync::Semaphore;
 
 use emporium_tests::{TestApp, TestResponse, count, spawn_app_with, worker::{TestWorker, temporal_client, unique_task_queue}};
 use emporium_workflows::flash::{
     FlashSaleClaimWorkflow, FlashSaleWorkflow,
-    contract::{claim_workflow_id, sale_workflow_id},
+    contract::{ClaimPayment, PaymentRequest, REFUSAL_CLAIM_EXPIRED, ShippingAddress, claim_workflow_id, sale_workflow_id},
 };
 
 struct Sale {
@@ -190,7 +192,7 @@ async fn the_sixth_attempt_in_a_minute_is_rate_limited_with_retry_after() {
 
 #[tokio::test]
 async fn an_expired_claim_returns_its_unit_and_a_later_user_wins_it() {
-    let shop = setup(2).await;
+    let shop = setup(3).await;
     let (sale, product) = shop.sale("EXPIRE", 5, 1, 1, 0, 300).await;
     let users = shop.customers(2).await;
     let first = shop.enter(&sale, &users[0].0).await;
@@ -206,13 +208,45 @@ async fn an_expired_claim_returns_its_unit_and_a_later_user_wins_it() {
     record_claim(&sale, &users[0].1, "flash_claim_expired").await;
     assert_eq!(shop.pay(&sale, &users[0].0, &claim, "pm_card_visa").await.code(), "claim_expired");
 
+    // the same buyer wins the unit again: a payment for the expired claim must not pay the new
+    // one, whose workflow has the same id
+    let again = shop.enter(&sale, &users[0].0).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    let renewed = again.body["claimId"].as_str().unwrap().to_owned();
+    assert_ne!(renewed, claim);
+    assert_eq!(shop.pay(&sale, &users[0].0, &claim, "pm_card_visa").await.code(), "claim_expired");
+    // and the workflow itself refuses it, should the expired claim look open to the API
+    let handle = temporal_client().await.get_workflow_handle::<FlashSaleClaimWorkflow>(claim_workflow_id(&sale, &users[0].1));
+    let request = PaymentRequest {
+        payment_method: "pm_card_visa".to_owned(),
+        shipping_address: ShippingAddress {
+            name: "Grace Hopper".into(),
+            line1: "1 Harbor Rd".into(),
+            city: "Arlington".into(),
+            postal_code: "22201".into(),
+            country: "US".into(),
+        },
+    };
+    let stale = ClaimPayment { request, claim_id: Some(claim.clone()) };
+    let options = WorkflowExecuteUpdateOptions::builder().update_id(format!("stale-{claim}")).build();
+    match handle.execute_update(FlashSaleClaimWorkflow::submit_payment, stale, options).await {
+        Err(WorkflowUpdateError::Failed(failure)) => assert_eq!(failure.message, REFUSAL_CLAIM_EXPIRED),
+        other => panic!("a payment for the expired claim was not refused: {other:?}"),
+    }
+    assert_eq!(count(db, &format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE id = '{renewed}' AND status = 'CLAIMED'")).await, 1);
+    assert_eq!(count(db, "SELECT COUNT(*) AS n FROM payments WHERE flash_claim_id IS NOT NULL").await, 0, "nothing charged");
+    wait_until("the renewed claim to expire", || async {
+        count(db, &format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE id = '{renewed}' AND status = 'EXPIRED'")).await == 1
+    })
+    .await;
+
     let second = shop.enter(&sale, &users[1].0).await;
     assert_eq!(second.status, StatusCode::OK, "the returned unit is won again: {}", second.text);
     let paid = shop.pay(&sale, &users[1].0, second.body["claimId"].as_str().unwrap(), "pm_card_visa").await;
     assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text);
     assert_eq!(shop.stock(product).await, (4, 0, 1));
     let view = shop.admin_view(&sale).await;
-    assert_eq!((view["sold"].as_i64(), view["expiredClaims"].as_i64(), view["remaining"].as_i64()), (Some(1), Some(1), Some(0)));
+    assert_eq!((view["sold"].as_i64(), view["expiredClaims"].as_i64(), view["remaining"].as_i64()), (Some(1), Some(2), Some(0)));
 }
 
 #[tokio::test]
@@ -222,9 +256,9 @@ async fn paid_claims_become_orders_and_reconciliation_returns_the_rest() {
     // and the unpaid claim still expires before the end that reconciliation waits for.
     let shop = setup(6).await;
     let (sale, product) = shop.sale("PAID", 20, 5, 1, 0, 15).await;
-    let users = shop.customers(3).await;
+    let users = shop.customers(4).await;
     let mut orders = Vec::new();
-    for (i, (token, _)) in users.iter().enumerate() {
+    for (i, (token, _)) in users[..3].iter().enumerate() {
         let entry = shop.enter(&sale, token).await;
         assert_eq!(entry.status, StatusCode::OK, "{}", entry.text);
         let claim = entry.body["claimId"].as_str().unwrap().to_owned();
@@ -241,13 +275,31 @@ async fn paid_claims_become_orders_and_reconciliation_returns_the_rest() {
     }
     record_claim(&sale, &users[0].1, "flash_claim_paid").await;
     let db = shop.app.db();
+    // an API that died between recording a claim and starting its workflow: Redis and Postgres
+    // count the unit as taken, and no workflow will ever end the claim
+    let abandoned = uuid::Uuid::now_v7();
+    count(
+        db,
+        &format!(
+            "WITH c AS (INSERT INTO flash_sale_claims (id, sale_id, user_id, quantity, status, expires_at) \
+             VALUES ('{abandoned}', '{sale}', '{}', 1, 'CLAIMED', now() - interval '2 minutes') RETURNING 1) SELECT COUNT(*) AS n FROM c",
+            users[3].1
+        ),
+    )
+    .await;
+    let redis = emporium_tests::redis(&shop.app.config.redis_url).await;
+    let _: i64 = fred::interfaces::HashesInterface::hincrby(&redis, format!("{{fs:{sale}}}:sale"), "remaining", -1).await.unwrap();
     assert_eq!(count(db, "SELECT COUNT(*) AS n FROM payments WHERE flash_claim_id IS NOT NULL AND status = 'COMPLETED'").await, 2);
     assert_eq!(shop.stock(product).await, (15, 3, 2), "2 sold, 3 still set aside");
     // the third claim expires, the sale ends, reconciliation returns the 3 unsold units
     let client = temporal_client().await;
     let handle = client.get_workflow_handle::<FlashSaleWorkflow>(sale_workflow_id(&sale));
-    let outcome = handle.get_result(WorkflowGetResultOptions::default()).await.expect("sale workflow completes");
+    let outcome = tokio::time::timeout(Duration::from_secs(120), handle.get_result(WorkflowGetResultOptions::default()))
+        .await
+        .expect("the sale is reconciled despite the abandoned claim")
+        .expect("sale workflow completes");
     assert!(outcome.reconciled && outcome.consistent, "{outcome:?}");
+    assert_eq!(count(db, &format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE id = '{abandoned}' AND status = 'EXPIRED'")).await, 1);
     assert_eq!((outcome.paid_claims, outcome.returned_to_stock), (2, 3));
     if std::env::var_os("EMPORIUM_RECORD_HISTORIES").is_some() {
         let json = handle.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await.expect("history");
@@ -260,6 +312,7 @@ async fn paid_claims_become_orders_and_reconciliation_returns_the_rest() {
     assert_eq!(view["reconciliation"]["redisTaken"], 2);
     assert_eq!(view["reconciliation"]["orders"], 2);
     assert_eq!(view["reconciliation"]["returnedToStock"], 3);
+    assert_eq!(view["reconciliation"]["expiredClaims"], 2, "the unpaid claim and the abandoned one");
     assert_eq!(count(db, &format!("SELECT COUNT(*) AS n FROM orders WHERE id IN ('{}', '{}') AND flash_claim_id IS NOT NULL", orders[0], orders[1])).await, 2);
     assert_eq!(shop.app.get(&format!("/flash-sales/{sale}"), None).await.body["status"], "ended");
     assert_eq!(shop.enter(&sale, &users[2].0).await.code(), "sale_ended");
@@ -275,16 +328,24 @@ async fn redis_losing_the_sale_mid_way_never_oversells() {
     }
     // Redis restarts without persistence: every key of the sale is gone
     let redis = emporium_tests::redis(&shop.app.config.redis_url).await;
-    let keys: Vec<String> = {
+    let forget_everything = || async {
         use fred::interfaces::ClientLike;
-        redis.custom(fred::cmd!("KEYS"), vec![format!("{{fs:{sale}}}*")]).await.unwrap()
+        let keys: Vec<String> = redis.custom(fred::cmd!("KEYS"), vec![format!("{{fs:{sale}}}*")]).await.unwrap();
+        assert!(!keys.is_empty());
+        let _: i64 = redis.del(keys).await.unwrap();
     };
-    assert!(!keys.is_empty());
-    let _: i64 = redis.del(keys).await.unwrap();
+    forget_everything().await;
 
-    // the next 24 buyers arrive at once: one of them rebuilds the counter, the rest wait for it
-    let entries = futures::future::join_all(users[6..].iter().map(|(token, _)| shop.enter(&sale, token))).await;
-    let mut won = 6;
+    // the next buyer finds the sale gone: the counter is rebuilt from the claims in Postgres,
+    // 10 − 6 − the one this buyer wins
+    let first = shop.enter(&sale, &users[6].0).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert_eq!(shop.app.get(&format!("/flash-sales/{sale}"), None).await.body["remaining"], 3, "rebuilt, not from scratch");
+    forget_everything().await;
+
+    // the next 23 buyers arrive at once: one of them rebuilds the counter, the rest wait for it
+    let entries = futures::future::join_all(users[7..].iter().map(|(token, _)| shop.enter(&sale, token))).await;
+    let mut won = 7;
     for entry in &entries {
         match entry.status {
             StatusCode::OK => won += 1,
@@ -294,7 +355,15 @@ async fn redis_losing_the_sale_mid_way_never_oversells() {
     assert_eq!(won, 10, "the counter was rebuilt from Postgres: 4 more, not 10");
     assert_eq!(count(shop.app.db(), &format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE sale_id = '{sale}'")).await, 10);
     let metrics = shop.app.get("/metrics", None).await.text;
-    assert!(metrics.contains("flash_sale_counter_rebuilds_total 1\n"), "one rebuild for the whole stampede: {metrics}");
+    assert!(metrics.contains("flash_sale_counter_rebuilds_total 2\n"), "one rebuild for the whole stampede: {metrics}");
+
+    // a counter that believes in a unit Postgres does not have (a rebuild that raced a claim's
+    // commit): Postgres refuses the claim, and the counter loses the phantom unit
+    let _: i64 = fred::interfaces::HashesInterface::hset(&redis, format!("{{fs:{sale}}}:sale"), ("remaining", 1)).await.unwrap();
+    let (late, _) = shop.app.register_customer().await;
+    assert_eq!(shop.enter(&sale, &late).await.code(), "sold_out");
+    assert_eq!(shop.app.get(&format!("/flash-sales/{sale}"), None).await.body["remaining"], 0, "the phantom unit is gone");
+    assert_eq!(count(shop.app.db(), &format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE sale_id = '{sale}'")).await, 10);
 }
 
 #[tokio::test]
@@ -311,12 +380,18 @@ async fn the_waiting_room_admits_in_arrival_order_and_positions_never_go_back() 
     let queued: Vec<i64> = positions.iter().filter_map(|(_, p)| *p).collect();
     assert!(positions.iter().any(|(s, _)| *s == StatusCode::OK), "{positions:?}");
     assert!(queued.windows(2).all(|w| w[0] < w[1]), "arrival order: {positions:?}");
+    let metrics = shop.app.get("/metrics", None).await.text;
+    assert!(
+        metrics.contains(&format!("flash_sale_queue_length{{sale=\"{sale}\"}} {}\n", queued.len())),
+        "the queue length is on /metrics: {metrics}"
+    );
 
-    // everyone polls until admitted; nobody overtakes anyone queued before them
+    // everyone polls until admitted, the last to arrive first; nobody overtakes anyone queued
+    // before them
     let mut admitted_order = Vec::new();
     let mut last_position: HashMap<usize, i64> = HashMap::new();
     for _ in 0..60 {
-        for (i, (token, _)) in users.iter().enumerate() {
+        for (i, (token, _)) in users.iter().enumerate().rev() {
             if admitted_order.contains(&i) {
                 continue;
             }
@@ -339,6 +414,27 @@ async fn the_waiting_room_admits_in_arrival_order_and_positions_never_go_back() 
     }
     assert_eq!(admitted_order, vec![0, 1, 2, 3], "first come, first served");
     assert_eq!(shop.admin_view(&sale).await["queued"], 0);
+}
+
+#[tokio::test]
+async fn a_long_queue_is_told_to_come_back_before_its_place_would_lapse() {
+    let shop = setup(120).await;
+    let (sale, _) = shop.sale("LONGQUEUE", 50, 40, 1, 1, 300).await;
+    let users = shop.customers(40).await;
+    let mut last = None;
+    for (token, _) in &users {
+        let entry = shop.enter(&sale, token).await;
+        assert!([StatusCode::OK, StatusCode::ACCEPTED].contains(&entry.status), "{}", entry.text);
+        if entry.status == StatusCode::ACCEPTED {
+            last = Some((entry.body["position"].as_i64().unwrap(), entry.body["retryAfterMs"].as_i64().unwrap()));
+        }
+    }
+    // at one admission a second, the 30th in line would wait about 30 s: longer than a place is
+    // kept without a poll
+    let (position, retry_after_ms) = last.expect("the room queued");
+    assert!(position > 30, "position {position}");
+    let idle = emporium_entities::flash_redis::QUEUE_IDLE_MS as i64;
+    assert!((1..=idle / 2).contains(&retry_after_ms), "retry after {retry_after_ms} ms with a place kept {idle} ms");
 }
 
 #[tokio::test]

@@ -149,7 +149,7 @@ pub fn worker_options(task_queue: &str, deps: WorkerDependencies) -> anyhow::Res
         .register_workflow::<ReservationSweeperWorkflow>()?
         .register_activities(SystemActivities::new(deps.db.clone()))
         .register_activities(InventoryActivities::new(deps.db.clone()))
-        .register_activities(CheckoutActivities::new(deps.db.clone()))
+        .register_activities(CheckoutActivities::new(deps.db.clone(), deps.redis.clone()))
         .register_activities(OrderActivities::new(deps.db.clone()))
         .register_activities(FlashSaleActivities::new(deps.db.clone(), deps.redis))
         .register_activities(NotificationActivities::new(deps.db.clone(), deps.webhook))

@@ -146,8 +146,54 @@ pub async fn lines(redis: &RedisClient, session: &SessionId) -> Result<Vec<CartL
     Ok(sorted_lines(raw.iter().filter_map(|(product, value)| parse_line(product, value))))
 }
 
-pub async fn delete(redis: &RedisClient, session: &SessionId) -> Result<(), fred::error::Error> {
-    redis.del::<i64, _>(key(session)).await.map(|_| ())
+fn merging_key(session: &SessionId) -> String {
+    format!("cart:anon-merging:{}", session.0)
+}
+
+/// The field of a merging cart that names the take, so a retried merge is recognised.
+const TAKE_FIELD: &str = "~take";
+
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+-- KEYS: the cart, its merging copy. ARGV: a new take id, ttl (ms).
+-- Moves the cart aside for a merge in one step, so a line added meanwhile lands in a new cart
+-- instead of being deleted unmerged. A take left by a merge that did not finish comes first.
+-- Returns {take id, fields and values...}, or {} when there is nothing to merge.
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+  redis.call('RENAME', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+local out = {redis.call('HGET', KEYS[2], ARGV[3])}
+for _, item in ipairs(redis.call('HGETALL', KEYS[2])) do out[#out + 1] = item end
+return out
+"#,
+    )
+});
+
+/// The anonymous lines taken out of the session's cart for a merge, with the take's id.
+pub struct Taken {
+    pub take_id: String,
+    pub lines: Vec<CartLine>,
+}
+
+/// Takes the session's cart for a merge; `None` when it has no lines. Finish with
+/// [`merged`] once the merge is committed.
+pub async fn take_for_merge(redis: &RedisClient, session: &SessionId) -> Result<Option<Taken>, fred::error::Error> {
+    let args = vec![Uuid::new_v4().simple().to_string(), TTL.as_millis().to_string(), TAKE_FIELD.to_owned()];
+    let reply: Vec<String> = TAKE.evalsha_with_reload(redis, vec![key(session), merging_key(session)], args).await?;
+    let Some((take_id, fields)) = reply.split_first() else {
+        return Ok(None);
+    };
+    let lines = sorted_lines(fields.chunks_exact(2).filter(|pair| pair[0] != TAKE_FIELD).filter_map(|pair| parse_line(&pair[0], &pair[1])));
+    Ok(Some(Taken { take_id: take_id.clone(), lines }))
+}
+
+/// Forgets a take whose merge is committed.
+pub async fn merged(redis: &RedisClient, session: &SessionId) -> Result<(), fred::error::Error> {
+    redis.del::<i64, _>(merging_key(session)).await.map(|_| ())
 }
 
 fn parse_line(product: &str, value: &str) -> Option<CartLine> {

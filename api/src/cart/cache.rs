@@ -1,6 +1,7 @@
 //! Read cache of signed-in carts: `version|json` under `cart:user:<id>`. A write only replaces
 //! an older version, so a slow reader can never put back a cart that a writer has replaced.
-//! Redis failures only cost a database read: Postgres holds the cart.
+//! Redis failures only cost a database read: Postgres holds the cart. A write that fails drops
+//! the cached cart instead; an order made in the worker drops it too.
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -12,7 +13,7 @@ use emporium_entities::store::carts::UserCart;
 const TTL: Duration = Duration::from_secs(3600);
 
 fn key(user: Uuid) -> String {
-    format!("cart:user:{user}")
+    emporium_entities::redis::user_cart_key(user)
 }
 
 /// ARGV: version, cart json, ttl ms, then optionally an event channel and message. The event
@@ -58,6 +59,10 @@ pub async fn put(redis: &RedisClient, user: Uuid, cart: &UserCart, event: Option
         args.extend([channel, message]);
     }
     if let Err(err) = PUT_IF_NEWER.evalsha_with_reload::<i64, _, _>(redis, key(user), args).await {
-        tracing::warn!(error = %err, "cart cache write failed");
+        // the cached cart is now older than Postgres's: drop it, or readers would see it
+        match emporium_entities::redis::forget_user_cart(redis, user).await {
+            Ok(()) => tracing::warn!(error = %err, "cart cache write failed; the cached cart was dropped"),
+            Err(del) => tracing::error!(error = %err, drop_error = %del, "cart cache write failed and the stale cart could not be dropped"),
+        }
     }
 }

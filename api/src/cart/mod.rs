@@ -118,19 +118,26 @@ impl CartService {
         Ok(self.after_priced_change(user, priced).await)
     }
 
-    /// Merges the anonymous cart of `session` into the user's, once; the anonymous cart is gone
-    /// afterwards.
+    /// Merges the anonymous cart of `session` into the user's: its lines are taken out of the
+    /// session in one step and merged once (a retried take is recognised by its id), so lines
+    /// added to the session later are merged at the next login, never deleted unmerged.
     pub async fn merge_on_login(&self, user: Uuid, session: &SessionId) -> ApiResult<MergeReport> {
-        let lines = anonymous::lines(&self.redis, session).await.map_err(|e| ApiError::unavailable("the cart store", e))?;
-        let lines = lines
+        let unavailable = |e| ApiError::unavailable("the cart store", e);
+        let Some(taken) = anonymous::take_for_merge(&self.redis, session).await.map_err(unavailable)? else {
+            let already_merged = carts::session_merged(&self.db, session.as_str()).await?;
+            return Ok(MergeReport { already_merged, ..MergeReport::default() });
+        };
+        let lines = taken
+            .lines
             .into_iter()
             .map(|l| MergeLine { product_id: l.product_id, quantity: l.quantity, unit_price_minor: l.unit_price_minor, currency: l.currency })
             .collect();
-        let (report, cart) = carts::merge_into_user_cart(&self.db, user, session.as_str(), lines, MAX_LINE_QUANTITY)
+        let merge_id = format!("{}:{}", session.as_str(), taken.take_id);
+        let (report, cart) = carts::merge_into_user_cart(&self.db, user, &merge_id, lines, MAX_LINE_QUANTITY)
             .await
             .map_err(ApiError::internal)?;
-        if let Err(err) = anonymous::delete(&self.redis, session).await {
-            // Harmless: the merge is recorded in Postgres and will not run twice.
+        if let Err(err) = anonymous::merged(&self.redis, session).await {
+            // Harmless: the merge is recorded in Postgres and the take will not merge twice.
             tracing::warn!(error = %err, "could not delete a merged anonymous cart");
         }
         if !report.already_merged {

@@ -22,7 +22,7 @@ use emporium_workflows::{
     flash::{
         FlashSaleClaimWorkflow, FlashSaleWorkflow,
         contract::{
-            ClaimInput, FLASH_SALE_ID, REFUSAL_CLAIM_CLOSED, REFUSAL_CLAIM_EXPIRED, SaleInput, claim_workflow_id,
+            ClaimInput, ClaimPayment, FLASH_SALE_ID, REFUSAL_CLAIM_CLOSED, REFUSAL_CLAIM_EXPIRED, SaleInput, claim_workflow_id,
             sale_workflow_id,
         },
     },
@@ -257,19 +257,26 @@ async fn record_claim(state: &AppState, sale: &StoredSale, user: Uuid, claim_id:
     let tx = state.db.begin().await.map_err(emporium_entities::StoreError::from)?;
     let decision = flash_sales::record_claim(&tx, sale, user, claim_id, expires_at).await?;
     tx.commit().await.map_err(emporium_entities::StoreError::from)?;
-    let refused = match decision {
-        ClaimDecision::Recorded(_) => None,
+    match decision {
+        ClaimDecision::Recorded(_) => {}
         ClaimDecision::Existing(open) => {
             give_back(state, sale.id, user, claim_id).await;
             return Ok((open.id, open.expires_at.timestamp_millis()));
         }
-        ClaimDecision::SoldOut => Some(ApiError::new(ErrorCode::SoldOut, "the sale is sold out")),
-        ClaimDecision::LimitReached => Some(limit_reached(sale)),
-    };
-    if let Some(err) = refused {
-        give_back(state, sale.id, user, claim_id).await;
-        state.metrics.flash_entry(if err_code(&err) == Some(ErrorCode::SoldOut) { "sold_out" } else { "limit_reached" });
-        return Err(err);
+        ClaimDecision::SoldOut => {
+            // the counter believed in a unit Postgres does not have: it keeps the decrement
+            tracing::warn!(sale_id = %sale.id, "the flash-sale counter granted a unit Postgres does not have");
+            if let Err(err) = flash_redis::withdraw_phantom_claim(&state.redis, sale.id, user, claim_id).await {
+                tracing::error!(error = %err, sale_id = %sale.id, "could not withdraw a refused claim from Redis");
+            }
+            state.metrics.flash_entry("sold_out");
+            return Err(ApiError::new(ErrorCode::SoldOut, "the sale is sold out"));
+        }
+        ClaimDecision::LimitReached => {
+            give_back(state, sale.id, user, claim_id).await;
+            state.metrics.flash_entry("limit_reached");
+            return Err(limit_reached(sale));
+        }
     }
     let client = state.temporal.client().await.map_err(|e| ApiError::unavailable("the workflow service", e))?;
     let input = ClaimInput {
@@ -286,7 +293,10 @@ async fn record_claim(state: &AppState, sale: &StoredSale, user: Uuid, claim_id:
         .build();
     if let Err(err) = client.start_workflow(FlashSaleClaimWorkflow::run, input, options).await {
         // nobody would release the unit: give it back now and let the buyer try again
-        let _ = flash_sales::expire_claim(&state.db, claim_id, false).await;
+        if let Err(expire) = flash_sales::expire_claim(&state.db, claim_id, false).await {
+            // reconciliation expires it once the sale has ended
+            tracing::error!(error = ?anyhow::Error::new(expire), claim_id = %claim_id, "could not expire a claim whose workflow did not start");
+        }
         give_back(state, sale.id, user, claim_id).await;
         return Err(match err {
             WorkflowStartError::AlreadyStarted { .. } => ApiError::new(ErrorCode::PurchaseLimitReached, "a claim of yours is still open"),
@@ -294,13 +304,6 @@ async fn record_claim(state: &AppState, sale: &StoredSale, user: Uuid, claim_id:
         });
     }
     Ok((claim_id, expires_at_ms))
-}
-
-fn err_code(err: &ApiError) -> Option<ErrorCode> {
-    match err {
-        ApiError::Conflict(body) => Some(body.0.code),
-        _ => None,
-    }
 }
 
 async fn give_back(state: &AppState, sale: Uuid, user: Uuid, claim_id: Uuid) {
@@ -389,8 +392,9 @@ impl FlashSalesApi {
             }
             Err(CreateSaleError::Store(err)) => return Err(err.into()),
         };
-        // The workflow starts before the commit: a sale never exists without its timeline (a
-        // workflow whose sale did not commit ends when it finds none).
+        // The workflow starts before the commit: a sale never exists without its timeline. A
+        // workflow whose sale did not commit ends when it still finds none after a few tries
+        // (`LoadSale` waits out the moment between this start and the commit).
         let client = state.temporal.client().await.map_err(|e| ApiError::unavailable("the workflow service", e))?;
         let input = SaleInput {
             sale_id: sale.id.to_string(),
@@ -514,10 +518,14 @@ impl FlashSalesApi {
         if let Some(order_id) = claim.order_id {
             return Ok(PayClaimResponse::Created(Json(load_order(&state, Some(user), order_id).await?)));
         }
+        let expired = || ApiError::new(ErrorCode::ClaimExpired, "the claim expired; enter again");
+        if claim.status == "EXPIRED" {
+            return Err(expired());
+        }
+        let request = ClaimPayment { request, claim_id: Some(claim.id.to_string()) };
         let client = state.temporal.client().await.map_err(|e| ApiError::unavailable("the workflow service", e))?;
         let handle = client.get_workflow_handle::<FlashSaleClaimWorkflow>(claim_workflow_id(&id.0.to_string(), &user.to_string()));
         let options = WorkflowExecuteUpdateOptions::builder().update_id(format!("flash-payment:{}", claim.id)).build();
-        let expired = || ApiError::new(ErrorCode::ClaimExpired, "the claim expired; enter again");
         let outcome = match handle.execute_update(FlashSaleClaimWorkflow::submit_payment, request, options).await {
             Ok(outcome) => outcome,
             Err(WorkflowUpdateError::Failed(f)) if f.message == REFUSAL_CLAIM_EXPIRED || f.message == REFUSAL_CLAIM_CLOSED => return Err(expired()),

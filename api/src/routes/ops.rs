@@ -126,8 +126,14 @@ impl OpsApi {
         // Flash-sale units sold and claims expired happen in the worker; Postgres has them.
         match emporium_entities::store::flash_sales::recent_figures(&state.db).await {
             Ok(figures) => {
-                for (sale, f) in figures {
+                // the waiting rooms are in Redis: one ZCARD each, sent together
+                let queues = futures::future::join_all(figures.iter().map(|(sale, _)| emporium_entities::flash_redis::queue_length(&state.redis, *sale))).await;
+                for ((sale, f), queued) in figures.into_iter().zip(queues) {
                     state.metrics.flash_sale_figures(sale, f.paid, f.expired);
+                    match queued {
+                        Ok(queued) => state.metrics.flash_queue_length(sale, queued),
+                        Err(err) => tracing::warn!(error = %err, sale_id = %sale, "waiting-room length unavailable for /metrics"),
+                    }
                 }
             }
             Err(err) => tracing::warn!(error = %err, "flash-sale figures unavailable for /metrics"),

@@ -7,6 +7,7 @@ mod m20261201_000002_create_cart_merges;
 mod m20261202_000001_flash_sale_claims_paying;
 mod m20261202_000010_outbox_txid;
 mod m20261203_000001_cart_change_function;
+mod m20261206_000001_cart_merges_by_take;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_flash_sale_claims_paying::Migration),
             Box::new(m20261202_000010_outbox_txid::Migration),
             Box::new(m20261203_000001_cart_change_function::Migration),
+            Box::new(m20261206_000001_cart_merges_by_take::Migration),
         ]
     }
 }

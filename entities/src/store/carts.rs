@@ -311,12 +311,27 @@ pub struct MergeReport {
     pub skipped: Vec<(i64, SkipReason)>,
 }
 
-/// Merges an anonymous cart into the user's cart once per session: quantities add, capped by
+/// Whether any cart of this anonymous session has been merged (merge ids are
+/// `<session>:<take>`; a bare session id is what merges recorded before takes existed).
+pub async fn session_merged<C: ConnectionTrait>(db: &C, session_id: &str) -> Result<bool, StoreError> {
+    Ok(db
+        .query_one_raw(stmt(
+            // session ids are hex digits: nothing in them is a LIKE wildcard
+            "SELECT EXISTS (SELECT 1 FROM cart_merges WHERE session_id = $1 OR session_id LIKE $2) AS merged",
+            vec![session_id.into(), format!("{session_id}:%").into()],
+        ))
+        .await?
+        .map(|row| row.try_get::<bool>("", "merged"))
+        .transpose()?
+        .unwrap_or(false))
+}
+
+/// Merges an anonymous cart into the user's cart once per merge id (one take of a session): quantities add, capped by
 /// stock and the line limit.
 pub async fn merge_into_user_cart<C: TransactionTrait<Transaction = DatabaseTransaction>>(
     db: &C,
     user_id: Uuid,
-    session_id: &str,
+    merge_id: &str,
     mut lines: Vec<MergeLine>,
     max_line: i32,
 ) -> Result<(MergeReport, UserCart), StoreError> {
@@ -325,7 +340,7 @@ pub async fn merge_into_user_cart<C: TransactionTrait<Transaction = DatabaseTran
     let first_time = tx
         .execute_raw(stmt(
             "INSERT INTO cart_merges (session_id, user_id) VALUES ($1, $2) ON CONFLICT (session_id) DO NOTHING",
-            vec![session_id.into(), user_id.into()],
+            vec![merge_id.into(), user_id.into()],
         ))
         .await?
         .rows_affected()

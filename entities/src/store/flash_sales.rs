@@ -255,6 +255,25 @@ pub async fn expire_claim<C: ConnectionTrait>(db: &C, claim_id: Uuid, even_payin
         == 1)
 }
 
+/// Expires the sale's claims still CLAIMED a minute after they expired: their workflow never
+/// started (the API died between recording the claim and starting it), or it would have ended
+/// them. Returns (claim, user) of each, whose units go back.
+pub async fn expire_abandoned_claims<C: ConnectionTrait>(db: &C, sale_id: Uuid) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        id: Uuid,
+        user_id: Uuid,
+    }
+    let rows = Row::find_by_statement(stmt(
+        "UPDATE flash_sale_claims SET status = 'EXPIRED', updated_at = now() \
+         WHERE sale_id = $1 AND status = 'CLAIMED' AND expires_at < now() - interval '1 minute' RETURNING id, user_id",
+        vec![sale_id.into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.user_id)).collect())
+}
+
 /// Marks the claim PAID with its order and sells its unit from the sale's set-aside stock.
 pub async fn complete_claim(tx: &DatabaseTransaction, claim: &Claim, product_id: i64, order_id: Uuid) -> Result<(), StoreError> {
     let updated = tx

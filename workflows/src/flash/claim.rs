@@ -173,7 +173,11 @@ impl FlashSaleClaimWorkflow {
     }
 
     #[update_validator(submit_payment)]
-    fn validate_submit_payment(&self, _ctx: &WorkflowContextView, _input: &PaymentRequest) -> Result<(), HandlerError> {
+    fn validate_submit_payment(&self, _ctx: &WorkflowContextView, input: &ClaimPayment) -> Result<(), HandlerError> {
+        if input.claim_id.as_ref().is_some_and(|id| *id != self.view.claim_id) {
+            // for an earlier claim of this buyer, which has expired
+            return Err(REFUSAL_CLAIM_EXPIRED.into());
+        }
         match self.view.stage {
             ClaimStage::Expired => Err(REFUSAL_CLAIM_EXPIRED.into()),
             ClaimStage::Held | ClaimStage::Paying | ClaimStage::Paid => Ok(()),
@@ -184,10 +188,10 @@ impl FlashSaleClaimWorkflow {
 
     /// Pays for the claimed unit; a second submission gets the answer of the first.
     #[update(name = "submit_payment")]
-    pub async fn submit_payment(ctx: &mut WorkflowContext<Self>, input: PaymentRequest) -> Result<PaymentOutcome, HandlerError> {
+    pub async fn submit_payment(ctx: &mut WorkflowContext<Self>, input: ClaimPayment) -> Result<PaymentOutcome, HandlerError> {
         ctx.state_mut(|s| {
             if s.payment.is_none() && s.view.stage == ClaimStage::Held {
-                s.payment = Some(input);
+                s.payment = Some(input.request);
             }
         });
         ctx.wait_condition(|s| s.outcome.is_some()).await?;

@@ -94,6 +94,19 @@ pub struct ClaimInput {
     pub return_window_secs: u64,
 }
 
+/// A payment for one claim. The workflow id names the sale and the buyer, not the claim: after
+/// a claim expires, the buyer's next claim has the same workflow id, and a payment for the old
+/// one must not pay the new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimPayment {
+    #[serde(flatten)]
+    pub request: PaymentRequest,
+    /// Absent in histories recorded before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_id: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ClaimStage {
