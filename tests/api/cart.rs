@@ -36,6 +36,17 @@ fn line(cart: &Value, product: i64) -> Option<&Value> {
     cart["lines"].as_array().unwrap().iter().find(|l| l["productId"] == product)
 }
 
+/// The user's cart as Postgres has it, (product, quantity) by product: what the Redis cache
+/// would hide.
+async fn stored_lines(app: &TestApp, user: &str) -> Vec<(i64, i32)> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let sql = format!(
+        "SELECT i.product_id, i.quantity FROM cart_items i JOIN carts c ON c.id = i.cart_id WHERE c.user_id = '{user}' ORDER BY i.product_id"
+    );
+    let rows = app.db().query_all_raw(Statement::from_string(DbBackend::Postgres, sql)).await.expect("cart rows");
+    rows.iter().map(|r| (r.try_get("", "product_id").unwrap(), r.try_get("", "quantity").unwrap())).collect()
+}
+
 fn quantity_of(cart: &Value, product: i64) -> i64 {
     line(cart, product).map_or(0, |l| l["quantity"].as_i64().unwrap())
 }
@@ -199,9 +210,10 @@ async fn login_merges_the_anonymous_cart_once_capping_by_stock_and_line_limit() 
 async fn a_price_change_since_adding_is_flagged() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let ids = stock_products(&app, &admin, &[5]).await;
+    let ids = stock_products(&app, &admin, &[5, 5]).await;
     let (token, _) = app.register_customer().await;
     app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 2 })).await;
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[1], "quantity": 1 })).await;
     let before = app.get("/cart", Some(&token)).await.body;
     assert_eq!(line(&before, ids[0]).unwrap()["priceChanged"], false);
 
@@ -212,7 +224,19 @@ async fn a_price_change_since_adding_is_flagged() {
     assert_eq!(l["unitPrice"]["amount"], 1000);
     assert_eq!(l["currentPrice"]["amount"], 1250);
     assert_eq!(l["lineTotal"]["amount"], 2500);
-    assert_eq!(after["total"]["amount"], 2500);
+    assert_eq!(after["total"]["amount"], 2500 + 2000);
+
+    // repriced in another currency: today's price says so, and the line is not summed with
+    // (or bought with) the dollars of the rest
+    let repriced = app.patch(&format!("/admin/products/{}", ids[1]), Some(&admin), json!({ "price": { "amount": 1_800, "currency": "EUR" } })).await;
+    assert_eq!(repriced.status, StatusCode::OK, "{}", repriced.text);
+    let after = app.get("/cart", Some(&token)).await.body;
+    let l = line(&after, ids[1]).unwrap();
+    assert_eq!((l["unitPrice"]["amount"].as_i64(), l["unitPrice"]["currency"].as_str()), (Some(2000), Some("USD")));
+    assert_eq!((l["currentPrice"]["amount"].as_i64(), l["currentPrice"]["currency"].as_str()), (Some(1800), Some("EUR")));
+    assert_eq!(l["lineTotal"]["currency"], "EUR");
+    assert_eq!((l["priceChanged"].as_bool(), l["purchasable"].as_bool()), (Some(true), Some(false)));
+    assert_eq!((after["total"]["amount"].as_i64(), after["total"]["currency"].as_str()), (Some(2500), Some("USD")));
 }
 
 #[tokio::test]
@@ -221,10 +245,12 @@ async fn stock_limits_and_bad_input_are_refused_and_change_nothing() {
     let admin = app.admin_token().await;
     let ids = stock_products(&app, &admin, &[3, 200, 5]).await;
     app.delete(&format!("/admin/products/{}", ids[2]), Some(&admin)).await;
-    let (token, _) = app.register_customer().await;
+    let (token, user) = app.register_customer().await;
     app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 2 })).await;
     app.post("/cart/items", Some(&token), json!({ "productId": ids[1], "quantity": 95 })).await;
     let before = app.get("/cart", Some(&token)).await.body;
+    let stored_before = stored_lines(&app, &user).await;
+    assert_eq!(stored_before, [(ids[0], 2), (ids[1], 95)]);
 
     let over_stock = app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 2 })).await;
     assert_eq!(over_stock.status, StatusCode::CONFLICT, "{}", over_stock.text);
@@ -243,6 +269,14 @@ async fn stock_limits_and_bad_input_are_refused_and_change_nothing() {
         (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[2], "quantity": 1 }), StatusCode::NOT_FOUND, "product_not_found"),
         (Method::POST, "/cart/items".to_owned(), json!({ "productId": "one", "quantity": 1 }), StatusCode::BAD_REQUEST, "invalid_body"),
         (Method::PATCH, "/cart/items/987654".to_owned(), json!({ "quantity": 1 }), StatusCode::NOT_FOUND, "cart_item_not_found"),
+        (Method::PATCH, format!("/cart/items/{}", ids[0]), json!({ "quantity": 100 }), StatusCode::BAD_REQUEST, "invalid_quantity"),
+        (Method::PATCH, format!("/cart/items/{}", ids[0]), json!({ "quantity": -3 }), StatusCode::BAD_REQUEST, "invalid_quantity"),
+        (Method::PATCH, format!("/cart/items/{}", ids[0]), json!({}), StatusCode::BAD_REQUEST, "invalid_body"),
+        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[0] }), StatusCode::BAD_REQUEST, "invalid_body"),
+        (Method::POST, "/cart/items".to_owned(), json!({ "quantity": 1 }), StatusCode::BAD_REQUEST, "invalid_body"),
+        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[0], "quantity": 1.5 }), StatusCode::BAD_REQUEST, "invalid_body"),
+        (Method::PATCH, "/cart/items/abc".to_owned(), json!({ "quantity": 1 }), StatusCode::BAD_REQUEST, "invalid_parameter"),
+        (Method::DELETE, "/cart/items/abc".to_owned(), json!(null), StatusCode::BAD_REQUEST, "invalid_parameter"),
     ];
     for (method, path, body, status, code) in cases {
         let response = app.request(method.clone(), &path, Some(&token), Some(body.clone())).await;
@@ -251,7 +285,12 @@ async fn stock_limits_and_bad_input_are_refused_and_change_nothing() {
     }
     let not_in_cart = app.delete("/cart/items/987654", Some(&token)).await;
     assert_eq!(not_in_cart.code(), "cart_item_not_found");
+    let malformed = app.request_raw(Method::POST, "/cart/items", Some(&token), "application/json", "{\"productId\": ").await;
+    assert_eq!((malformed.status, malformed.code()), (StatusCode::BAD_REQUEST, "invalid_body"), "{}", malformed.text);
+    let moved_none = app.post(&format!("/wishlist/{}/move-to-cart", ids[0]), Some(&token), json!({ "quantity": 0 })).await;
+    assert_eq!((moved_none.status, moved_none.code()), (StatusCode::BAD_REQUEST, "invalid_quantity"), "{}", moved_none.text);
     assert_eq!(app.get("/cart", Some(&token)).await.body, before, "a refused change changed the cart");
+    assert_eq!(stored_lines(&app, &user).await, stored_before, "a refused change changed the stored cart");
 
     // the same rules for anonymous carts
     let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": ids[0], "quantity": 3 }))).await;
@@ -266,6 +305,9 @@ async fn stock_limits_and_bad_input_are_refused_and_change_nothing() {
     let bad_session = anon(&app, Method::GET, "/cart", Some("not-a-session"), None).await;
     assert_eq!(bad_session.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad_session.code(), "invalid_session");
+    let bad_session_write = anon(&app, Method::POST, "/cart/items", Some("ABCDEF"), Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
+    assert_eq!((bad_session_write.status, bad_session_write.code()), (StatusCode::BAD_REQUEST, "invalid_session"));
+    assert!(bad_session_write.headers.get("x-session-id").is_none(), "no session is issued for a refused write");
     let bad_token = app.get("/cart", Some("garbage")).await;
     assert_eq!(bad_token.status, StatusCode::UNAUTHORIZED);
 }
@@ -342,8 +384,8 @@ async fn a_user_can_neither_see_nor_change_another_users_cart() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let ids = stock_products(&app, &admin, &[10]).await;
-    let (alice, _) = app.register_customer().await;
-    let (bob, _) = app.register_customer().await;
+    let (alice, alice_id) = app.register_customer().await;
+    let (bob, bob_id) = app.register_customer().await;
     app.post("/cart/items", Some(&alice), json!({ "productId": ids[0], "quantity": 2 })).await;
 
     assert_eq!(app.get("/cart", Some(&bob)).await.body["lines"], json!([]));
@@ -353,6 +395,9 @@ async fn a_user_can_neither_see_nor_change_another_users_cart() {
     assert_eq!(delete.code(), "cart_item_not_found");
     app.delete("/cart", Some(&bob)).await;
     assert_eq!(quantity_of(&app.get("/cart", Some(&alice)).await.body, ids[0]), 2);
+    // Postgres, not just the cache, still has Alice's line and nothing of Bob's
+    assert_eq!(stored_lines(&app, &alice_id).await, [(ids[0], 2)]);
+    assert_eq!(stored_lines(&app, &bob_id).await, []);
 }
 
 #[tokio::test]

@@ -25,7 +25,8 @@ pub struct CartLineView {
     pub line_total: Money,
     /// Units available now.
     pub available: i32,
-    /// False when the product left the catalogue or has fewer units than the line.
+    /// False when the product left the catalogue, has fewer units than the line, or is now
+    /// priced in another currency than the cart.
     pub purchasable: bool,
 }
 
@@ -35,7 +36,7 @@ pub struct CartView {
     pub lines: Vec<CartLineView>,
     /// Units over all lines.
     pub item_count: i32,
-    /// Sum of the line totals.
+    /// Sum of the line totals in the cart's currency.
     pub total: Money,
     /// The anonymous session this cart belongs to (also in the `X-Session-Id` header).
     #[oai(skip_serializing_if_is_none)]
@@ -50,7 +51,10 @@ impl CartView {
     }
 
     pub fn build(lines: Vec<CartLine>, products: &HashMap<i64, CartProduct>, session_id: Option<String>) -> Self {
-        let currency = lines.first().map_or(DEFAULT_CURRENCY.to_owned(), |l| l.currency.clone());
+        // The cart's currency is its first line's today; a line whose product is priced in
+        // another currency since cannot be bought with the rest, nor added to their total.
+        let current_currency = |line: &CartLine| products.get(&line.product_id).map_or_else(|| line.currency.clone(), |p| p.currency.clone());
+        let currency = lines.first().map_or_else(|| DEFAULT_CURRENCY.to_owned(), current_currency);
         let mut total = 0i64;
         let mut item_count = 0i32;
         let views = lines
@@ -58,8 +62,12 @@ impl CartView {
             .map(|line| {
                 let product = products.get(&line.product_id);
                 let current = product.map_or(line.unit_price_minor, |p| p.price_minor);
+                let line_currency = current_currency(&line);
+                let same_currency = line_currency == currency;
                 let line_total = current.saturating_mul(i64::from(line.quantity));
-                total = total.saturating_add(line_total);
+                if same_currency {
+                    total = total.saturating_add(line_total);
+                }
                 item_count = item_count.saturating_add(line.quantity);
                 let available = product.map_or(0, |p| p.available);
                 CartLineView {
@@ -68,11 +76,11 @@ impl CartView {
                     title: product.map_or_else(String::new, |p| p.title.clone()),
                     quantity: line.quantity,
                     unit_price: Money { amount: line.unit_price_minor, currency: line.currency.clone() },
-                    current_price: Money { amount: current, currency: line.currency.clone() },
-                    price_changed: current != line.unit_price_minor,
-                    line_total: Money { amount: line_total, currency: line.currency },
+                    price_changed: current != line.unit_price_minor || line_currency != line.currency,
+                    current_price: Money { amount: current, currency: line_currency.clone() },
+                    line_total: Money { amount: line_total, currency: line_currency },
                     available,
-                    purchasable: product.is_some_and(|p| !p.deleted) && available >= line.quantity,
+                    purchasable: same_currency && product.is_some_and(|p| !p.deleted) && available >= line.quantity,
                 }
             })
             .collect();

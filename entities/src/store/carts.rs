@@ -368,8 +368,13 @@ pub async fn merge_into_user_cart<C: TransactionTrait<Transaction = DatabaseTran
                 report.merged.push((line.product_id, added));
             }
             if added > 0 {
-                // a new line keeps the price the shopper saw when adding it anonymously
-                let seen = CartProduct { price_minor: line.unit_price_minor, currency: line.currency, ..product };
+                // a new line keeps the price the shopper saw when adding it anonymously, unless
+                // the product is priced in another currency since: then today's price is the one
+                let seen = if line.currency == product.currency {
+                    CartProduct { price_minor: line.unit_price_minor, currency: line.currency, ..product }
+                } else {
+                    product
+                };
                 upsert_line(&tx, cart_id, &seen, target).await?;
             }
         }
