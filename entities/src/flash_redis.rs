@@ -69,6 +69,9 @@ local sale, user, attempts, queue, seen, seq, admitted = KEYS[1], KEYS[2], KEYS[
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local uid = ARGV[1]
+local s = redis.call('HMGET', sale, 'remaining', 'per_user_limit', 'starts_ms', 'ends_ms', 'admission_per_sec')
+-- before counting the attempt: the caller loads the sale and tries again, one attempt in all
+if not s[1] then return {'not_loaded'} end
 local queued = redis.call('ZSCORE', queue, uid)
 -- a waiting-room poll is not a new attempt
 if not queued then
@@ -76,8 +79,6 @@ if not queued then
   if n == 1 then redis.call('PEXPIRE', attempts, ARGV[5]) end
   if n > tonumber(ARGV[4]) then return {'rate_limited', tostring(redis.call('PTTL', attempts))} end
 end
-local s = redis.call('HMGET', sale, 'remaining', 'per_user_limit', 'starts_ms', 'ends_ms', 'admission_per_sec')
-if not s[1] then return {'not_loaded'} end
 if now < tonumber(s[3]) then return {'not_started'} end
 if now >= tonumber(s[4]) then return {'ended'} end
 local u = redis.call('HMGET', user, 'claim', 'claim_expires_ms', 'units')

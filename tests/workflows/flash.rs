@@ -341,6 +341,8 @@ async fn redis_losing_the_sale_mid_way_never_oversells() {
     let first = shop.enter(&sale, &users[6].0).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     assert_eq!(shop.app.get(&format!("/flash-sales/{sale}"), None).await.body["remaining"], 3, "rebuilt, not from scratch");
+    let attempts: Option<i64> = redis.get(format!("{{fs:{sale}}}:attempts:{}", users[6].1)).await.unwrap();
+    assert_eq!(attempts, Some(1), "finding the sale gone and entering after the rebuild is one attempt");
     forget_everything().await;
 
     // the next 23 buyers arrive at once: one of them rebuilds the counter, the rest wait for it
