@@ -85,7 +85,7 @@ impl FlashSaleActivities {
         let sale_id = parse(&input.sale_id)?;
         // Postgres first, as in `release_claim`. Should Redis fail in between, its counter
         // stays one short and the reconciliation below reports the sale as inconsistent.
-        for (claim_id, user_id) in flash_sales::expire_abandoned_claims(&self.db, sale_id).await? {
+        for (claim_id, user_id) in flash_sales::expire_abandoned_claims(&self.db, sale_id, None).await? {
             tracing::warn!(sale_id = %sale_id, claim_id = %claim_id, "abandoned flash sale claim expired at reconciliation");
             flash_redis::give_back(&self.redis, sale_id, user_id, claim_id).await.map_err(redis_error)?;
         }

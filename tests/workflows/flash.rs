@@ -369,6 +369,44 @@ async fn redis_losing_the_sale_mid_way_never_oversells() {
 }
 
 #[tokio::test]
+async fn a_claim_whose_workflow_never_started_does_not_hold_its_buyer_at_the_limit() {
+    let shop = setup(120).await;
+    let (sale, _) = shop.sale("ORPHAN", 10, 2, 1, 0, 300).await;
+    let users = shop.customers(1).await;
+    let (token, user) = &users[0];
+    // what an API that died between recording the claim and starting its workflow leaves: the
+    // claim in Postgres and Redis, long expired, and no workflow to end it
+    let abandoned = uuid::Uuid::now_v7();
+    let expired_ms = (Utc::now() - chrono::Duration::minutes(2)).timestamp_millis();
+    count(
+        shop.app.db(),
+        &format!(
+            "WITH c AS (INSERT INTO flash_sale_claims (id, sale_id, user_id, quantity, status, expires_at) \
+             VALUES ('{abandoned}', '{sale}', '{user}', 1, 'CLAIMED', now() - interval '2 minutes') RETURNING 1) SELECT COUNT(*) AS n FROM c"
+        ),
+    )
+    .await;
+    let redis = emporium_tests::redis(&shop.app.config.redis_url).await;
+    let _: i64 = fred::interfaces::HashesInterface::hincrby(&redis, format!("{{fs:{sale}}}:sale"), "remaining", -1).await.unwrap();
+    let _: i64 = fred::interfaces::HashesInterface::hset(
+        &redis,
+        format!("{{fs:{sale}}}:user:{user}"),
+        vec![("claim", abandoned.to_string()), ("claim_expires_ms", expired_ms.to_string()), ("units", "1".to_owned())],
+    )
+    .await
+    .unwrap();
+
+    let entry = shop.enter(&sale, token).await;
+    assert_eq!(entry.status, StatusCode::OK, "the abandoned claim is expired and the buyer wins again: {}", entry.text);
+    assert_ne!(entry.body["claimId"], abandoned.to_string());
+    let db = shop.app.db();
+    assert_eq!(count(db, &format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE id = '{abandoned}' AND status = 'EXPIRED'")).await, 1);
+    assert_eq!(count(db, &format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE sale_id = '{sale}' AND status = 'CLAIMED'")).await, 1);
+    // the abandoned unit went back before the new claim took one: 2 − 1
+    assert_eq!(shop.app.get(&format!("/flash-sales/{sale}"), None).await.body["remaining"], 1);
+}
+
+#[tokio::test]
 async fn the_waiting_room_admits_in_arrival_order_and_positions_never_go_back() {
     let shop = setup(120).await;
     let (sale, _) = shop.sale("QUEUE", 20, 10, 1, 1, 300).await;

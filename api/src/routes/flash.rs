@@ -313,6 +313,19 @@ async fn give_back(state: &AppState, sale: Uuid, user: Uuid, claim_id: Uuid) {
     }
 }
 
+/// A user at their limit may be held there by a claim nobody will end: the API died between
+/// recording it and starting its workflow. Such a claim (still CLAIMED a minute past its expiry)
+/// is expired now and its unit given back; `true` if there was one. Bounded by the rate limit:
+/// at most a few Postgres queries per user a minute.
+async fn release_abandoned_claims(state: &AppState, sale: Uuid, user: Uuid) -> ApiResult<bool> {
+    let abandoned = flash_sales::expire_abandoned_claims(&state.db, sale, Some(user)).await?;
+    for (claim_id, _) in &abandoned {
+        tracing::warn!(sale_id = %sale, claim_id = %claim_id, "abandoned flash sale claim expired");
+        flash_redis::give_back(&state.redis, sale, user, *claim_id).await.map_err(|e| ApiError::unavailable("Redis", e))?;
+    }
+    Ok(!abandoned.is_empty())
+}
+
 fn limit_reached(sale: &StoredSale) -> ApiError {
     ApiError::new(ErrorCode::PurchaseLimitReached, format!("at most {} per customer", sale.per_user_limit))
 }
@@ -445,6 +458,9 @@ impl FlashSalesApi {
                 entry = if Utc::now() < found.starts_at { Entry::NotStarted } else { Entry::Ended };
             }
             sale = Some(found);
+        }
+        if entry == Entry::LimitReached && release_abandoned_claims(&state, id.0, user).await? {
+            entry = flash_redis::enter(&state.redis, id.0, user, claim_ttl_ms).await.map_err(redis)?;
         }
         let outcome = match &entry {
             Entry::Claimed { new: true, .. } => "claimed",

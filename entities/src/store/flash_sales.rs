@@ -258,7 +258,8 @@ pub async fn expire_claim<C: ConnectionTrait>(db: &C, claim_id: Uuid, even_payin
 /// Expires the sale's claims still CLAIMED a minute after they expired: their workflow never
 /// started (the API died between recording the claim and starting it), or it would have ended
 /// them. Returns (claim, user) of each, whose units go back.
-pub async fn expire_abandoned_claims<C: ConnectionTrait>(db: &C, sale_id: Uuid) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+/// `user`: only that user's claims.
+pub async fn expire_abandoned_claims<C: ConnectionTrait>(db: &C, sale_id: Uuid, user: Option<Uuid>) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
     #[derive(FromQueryResult)]
     struct Row {
         id: Uuid,
@@ -266,8 +267,9 @@ pub async fn expire_abandoned_claims<C: ConnectionTrait>(db: &C, sale_id: Uuid) 
     }
     let rows = Row::find_by_statement(stmt(
         "UPDATE flash_sale_claims SET status = 'EXPIRED', updated_at = now() \
-         WHERE sale_id = $1 AND status = 'CLAIMED' AND expires_at < now() - interval '1 minute' RETURNING id, user_id",
-        vec![sale_id.into()],
+         WHERE sale_id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND status = 'CLAIMED' \
+           AND expires_at < now() - interval '1 minute' RETURNING id, user_id",
+        vec![sale_id.into(), user.into()],
     ))
     .all(db)
     .await?;
