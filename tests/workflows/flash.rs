@@ -374,6 +374,15 @@ async fn a_claim_whose_workflow_never_started_does_not_hold_its_buyer_at_the_lim
     let (sale, _) = shop.sale("ORPHAN", 10, 2, 1, 0, 300).await;
     let users = shop.customers(1).await;
     let (token, user) = &users[0];
+    // The sale's workflow loads it into Redis in the background from Postgres's claims: wait
+    // for that before making the claim below in both, or the load would count it too (or the
+    // decrement would make a hash with nothing but the counter).
+    let redis = emporium_tests::redis(&shop.app.config.redis_url).await;
+    wait_until("the sale to be loaded into Redis", || async {
+        let starts: Option<String> = fred::interfaces::HashesInterface::hget(&redis, format!("{{fs:{sale}}}:sale"), "starts_ms").await.unwrap();
+        starts.is_some()
+    })
+    .await;
     // what an API that died between recording the claim and starting its workflow leaves: the
     // claim in Postgres and Redis, long expired, and no workflow to end it
     let abandoned = uuid::Uuid::now_v7();
@@ -385,14 +394,6 @@ async fn a_claim_whose_workflow_never_started_does_not_hold_its_buyer_at_the_lim
              VALUES ('{abandoned}', '{sale}', '{user}', 1, 'CLAIMED', now() - interval '2 minutes') RETURNING 1) SELECT COUNT(*) AS n FROM c"
         ),
     )
-    .await;
-    let redis = emporium_tests::redis(&shop.app.config.redis_url).await;
-    // the sale's workflow loads it into Redis in the background: wait, or the decrement below
-    // would make a hash with nothing but the counter
-    wait_until("the sale to be loaded into Redis", || async {
-        let starts: Option<String> = fred::interfaces::HashesInterface::hget(&redis, format!("{{fs:{sale}}}:sale"), "starts_ms").await.unwrap();
-        starts.is_some()
-    })
     .await;
     let _: i64 = fred::interfaces::HashesInterface::hincrby(&redis, format!("{{fs:{sale}}}:sale"), "remaining", -1).await.unwrap();
     let _: i64 = fred::interfaces::HashesInterface::hset(
