@@ -96,8 +96,12 @@ impl CheckoutActivities {
         let products = carts::cart_products(&tx, &ids).await?;
         let mut lines = Vec::new();
         let mut gone = Vec::new();
+        // A product repriced in another currency than the cart's since it was added cannot be
+        // charged with the rest: it is refused like one that left the catalogue (the cart
+        // shows it as not purchasable).
+        let cart_currency = cart.lines[0].currency.clone();
         for line in &cart.lines {
-            match products.iter().find(|p| p.id == line.product_id && !p.deleted) {
+            match products.iter().find(|p| p.id == line.product_id && !p.deleted && p.currency == cart_currency) {
                 Some(p) => lines.push(PricedLine {
                     product_id: p.id,
                     sku: p.sku.clone(),
@@ -108,7 +112,7 @@ impl CheckoutActivities {
                 None => gone.push(Shortage { product_id: line.product_id, requested: line.quantity, available: 0 }),
             }
         }
-        let currency = products.first().map_or("USD".to_owned(), |p| p.currency.clone());
+        let currency = cart_currency;
         let expires_at = Utc.timestamp_millis_opt(input.reserved_until_ms as i64).single().unwrap_or_else(Utc::now);
         let reserve: Vec<ReserveLine> = lines.iter().map(|l| ReserveLine { product_id: l.product_id, quantity: l.quantity }).collect();
         let short = inventory::reserve_lines(&tx, &input.owner, reserve, expires_at).await?;
@@ -164,6 +168,10 @@ impl CheckoutActivities {
         checkouts::lock_id(&tx, checkout_id).await?;
         if let Some(order_id) = orders::order_of_checkout(&tx, checkout_id).await? {
             tx.commit().await?;
+            // an earlier attempt made the order, and may have stopped before the cache
+            if let Err(err) = emporium_entities::redis::forget_user_cart(&self.redis, user_id).await {
+                tracing::warn!(error = %err, user_id = %user_id, "could not drop the cached cart after an order; it expires within the hour");
+            }
             return Ok(OrderPlaced { order_id: order_id.to_string(), payment_id: input.payment_id });
         }
         let reserved: Vec<ReserveLine> =
@@ -196,7 +204,7 @@ impl CheckoutActivities {
         };
         let order_id = orders::insert_order(&tx, &order).await?;
         let bought: Vec<(i64, i32)> = input.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
-        carts::remove_bought(&tx, user_id, &bought).await?;
+        let cart_version = carts::remove_bought(&tx, user_id, &bought).await?;
         checkouts::complete(&tx, checkout_id, order_id).await?;
         // The confirmation is queued with the order; the order's workflow delivers it.
         emporium_entities::store::notifications::enqueue(
@@ -211,7 +219,9 @@ impl CheckoutActivities {
         tx.commit().await?;
         // The API refreshes the cart when it answers the payment, but the answer may never be
         // given (the client went away, the API restarted): the cache must not keep the lines.
-        if let Err(err) = emporium_entities::redis::forget_user_cart(&self.redis, user_id).await {
+        if let Some(version) = cart_version
+            && let Err(err) = emporium_entities::redis::supersede_user_cart(&self.redis, user_id, version).await
+        {
             tracing::warn!(error = %err, user_id = %user_id, "could not drop the cached cart after an order; it expires within the hour");
         }
         tracing::info!(checkout_id = %checkout_id, order_id = %order_id, "order created");

@@ -83,10 +83,13 @@ impl FlashSaleActivities {
     #[activity]
     pub async fn reconcile_sale(self: Arc<Self>, _ctx: ActivityContext, input: SaleRef) -> Result<SaleOutcome, ActivityError> {
         let sale_id = parse(&input.sale_id)?;
-        // Postgres first, as in `release_claim`. Should Redis fail in between, its counter
-        // stays one short and the reconciliation below reports the sale as inconsistent.
-        for (claim_id, user_id) in flash_sales::expire_abandoned_claims(&self.db, sale_id, None).await? {
+        // Postgres first, as in `release_claim`; then every expired claim's unit is made sure
+        // to be back (once per claim id), so a give-back that failed after the expiry, here or
+        // in a claim's workflow, is made good by this activity's retry.
+        for (claim_id, _) in flash_sales::expire_abandoned_claims(&self.db, sale_id, None).await? {
             tracing::warn!(sale_id = %sale_id, claim_id = %claim_id, "abandoned flash sale claim expired at reconciliation");
+        }
+        for (claim_id, user_id) in flash_sales::expired_claims(&self.db, sale_id, None).await? {
             flash_redis::give_back(&self.redis, sale_id, user_id, claim_id).await.map_err(redis_error)?;
         }
         let remaining = flash_redis::remaining(&self.redis, sale_id).await.map_err(redis_error)?;

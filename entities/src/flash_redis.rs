@@ -64,21 +64,22 @@ static ENTER: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 -- KEYS: sale, user, attempts, queue, queue-seen, queue-seq, admitted.
--- ARGV: user id, new claim id, claim ttl ms, attempts allowed, attempt window ms, queue idle ms.
+-- ARGV: user id, new claim id, claim ttl ms, attempts allowed, attempt window ms, queue idle ms,
+-- '1' when this attempt was counted by an earlier call.
 local sale, user, attempts, queue, seen, seq, admitted = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local uid = ARGV[1]
-local s = redis.call('HMGET', sale, 'remaining', 'per_user_limit', 'starts_ms', 'ends_ms', 'admission_per_sec')
--- before counting the attempt: the caller loads the sale and tries again, one attempt in all
-if not s[1] then return {'not_loaded'} end
 local queued = redis.call('ZSCORE', queue, uid)
--- a waiting-room poll is not a new attempt
-if not queued then
+-- a waiting-room poll is not a new attempt, nor is the retry of one this script already
+-- counted (ARGV[7]: after the caller loaded the sale or freed an abandoned claim)
+if not queued and ARGV[7] ~= '1' then
   local n = redis.call('INCR', attempts)
   if n == 1 then redis.call('PEXPIRE', attempts, ARGV[5]) end
   if n > tonumber(ARGV[4]) then return {'rate_limited', tostring(redis.call('PTTL', attempts))} end
 end
+local s = redis.call('HMGET', sale, 'remaining', 'per_user_limit', 'starts_ms', 'ends_ms', 'admission_per_sec')
+if not s[1] then return {'not_loaded'} end
 if now < tonumber(s[3]) then return {'not_started'} end
 if now >= tonumber(s[4]) then return {'ended'} end
 local u = redis.call('HMGET', user, 'claim', 'claim_expires_ms', 'units')
@@ -133,7 +134,8 @@ return {'claimed', ARGV[2], tostring(expires)}
 });
 
 /// One entry attempt of `user` at `sale`; `claim_ttl_ms` is how long a won unit is held.
-pub async fn enter(redis: &RedisClient, sale: Uuid, user: Uuid, claim_ttl_ms: u64) -> Result<Entry, fred::error::Error> {
+/// `retry`: the same attempt again (after loading the sale, say), not counted twice.
+pub async fn enter(redis: &RedisClient, sale: Uuid, user: Uuid, claim_ttl_ms: u64, retry: bool) -> Result<Entry, fred::error::Error> {
     let k = keys(sale, user);
     let new_claim = Uuid::now_v7();
     let reply: Vec<String> = ENTER
@@ -147,6 +149,7 @@ pub async fn enter(redis: &RedisClient, sale: Uuid, user: Uuid, claim_ttl_ms: u6
                 ATTEMPTS_PER_WINDOW.to_string(),
                 ATTEMPT_WINDOW_MS.to_string(),
                 QUEUE_IDLE_MS.to_string(),
+                if retry { "1" } else { "0" }.to_owned(),
             ],
         )
         .await?;

@@ -191,9 +191,21 @@ pub async fn take_for_merge(redis: &RedisClient, session: &SessionId) -> Result<
     Ok(Some(Taken { take_id: take_id.clone(), lines }))
 }
 
+static FORGET_TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+-- KEYS: the merging copy. ARGV: the take id, the take field. Only that take: a later one
+-- (another login of the same session) is not deleted before it is merged.
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
 /// Forgets a take whose merge is committed.
-pub async fn merged(redis: &RedisClient, session: &SessionId) -> Result<(), fred::error::Error> {
-    redis.del::<i64, _>(merging_key(session)).await.map(|_| ())
+pub async fn merged(redis: &RedisClient, session: &SessionId, take_id: &str) -> Result<(), fred::error::Error> {
+    let args = vec![take_id.to_owned(), TAKE_FIELD.to_owned()];
+    FORGET_TAKE.evalsha_with_reload::<i64, _, _>(redis, merging_key(session), args).await.map(|_| ())
 }
 
 fn parse_line(product: &str, value: &str) -> Option<CartLine> {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use emporium_entities::store::carts::UserCart;
 
-const TTL: Duration = Duration::from_secs(3600);
+const TTL: Duration = emporium_entities::redis::USER_CART_TTL;
 
 fn key(user: Uuid) -> String {
     emporium_entities::redis::user_cart_key(user)
@@ -26,7 +26,8 @@ local current = redis.call('GET', KEYS[1])
 local cached = current and tonumber(string.match(current, '^(%d+)|'))
 local version = tonumber(ARGV[1])
 if cached and cached > version then return 0 end
-if not cached or cached < version then
+-- a marker of this version (`version|`, see `supersede_user_cart`) gives way to the cart
+if not cached or cached < version or current == ARGV[1] .. '|' then
   redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 end
 if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
@@ -59,8 +60,8 @@ pub async fn put(redis: &RedisClient, user: Uuid, cart: &UserCart, event: Option
         args.extend([channel, message]);
     }
     if let Err(err) = PUT_IF_NEWER.evalsha_with_reload::<i64, _, _>(redis, key(user), args).await {
-        // the cached cart is now older than Postgres's: drop it, or readers would see it
-        match emporium_entities::redis::forget_user_cart(redis, user).await {
+        // the cached cart is now older than Postgres's: mark it superseded, or readers would see it
+        match emporium_entities::redis::supersede_user_cart(redis, user, cart.version).await {
             Ok(()) => tracing::warn!(error = %err, "cart cache write failed; the cached cart was dropped"),
             Err(del) => tracing::error!(error = %err, drop_error = %del, "cart cache write failed and the stale cart could not be dropped"),
         }

@@ -136,7 +136,7 @@ impl CartService {
         let (report, cart) = carts::merge_into_user_cart(&self.db, user, &merge_id, lines, MAX_LINE_QUANTITY)
             .await
             .map_err(ApiError::internal)?;
-        if let Err(err) = anonymous::merged(&self.redis, session).await {
+        if let Err(err) = anonymous::merged(&self.redis, session, &taken.take_id).await {
             // Harmless: the merge is recorded in Postgres and the take will not merge twice.
             tracing::warn!(error = %err, "could not delete a merged anonymous cart");
         }

@@ -51,10 +51,11 @@ impl CartView {
     }
 
     pub fn build(lines: Vec<CartLine>, products: &HashMap<i64, CartProduct>, session_id: Option<String>) -> Self {
-        // The cart's currency is its first line's today; a line whose product is priced in
-        // another currency since cannot be bought with the rest, nor added to their total.
+        // The cart's currency is the one its lines were added in (writes keep it to one); a
+        // line whose product is priced in another currency since cannot be bought with the
+        // rest, nor added to their total.
         let current_currency = |line: &CartLine| products.get(&line.product_id).map_or_else(|| line.currency.clone(), |p| p.currency.clone());
-        let currency = lines.first().map_or_else(|| DEFAULT_CURRENCY.to_owned(), current_currency);
+        let currency = lines.first().map_or_else(|| DEFAULT_CURRENCY.to_owned(), |l| l.currency.clone());
         let mut total = 0i64;
         let mut item_count = 0i32;
         let views = lines

@@ -318,12 +318,16 @@ async fn give_back(state: &AppState, sale: Uuid, user: Uuid, claim_id: Uuid) {
 /// is expired now and its unit given back; `true` if there was one. Bounded by the rate limit:
 /// at most a few Postgres queries per user a minute.
 async fn release_abandoned_claims(state: &AppState, sale: Uuid, user: Uuid) -> ApiResult<bool> {
-    let abandoned = flash_sales::expire_abandoned_claims(&state.db, sale, Some(user)).await?;
-    for (claim_id, _) in &abandoned {
+    for (claim_id, _) in flash_sales::expire_abandoned_claims(&state.db, sale, Some(user)).await? {
         tracing::warn!(sale_id = %sale, claim_id = %claim_id, "abandoned flash sale claim expired");
-        flash_redis::give_back(&state.redis, sale, user, *claim_id).await.map_err(|e| ApiError::unavailable("Redis", e))?;
     }
-    Ok(!abandoned.is_empty())
+    // Every expired claim of the user, not only those expired just now: a give-back that
+    // failed after an earlier expiry is made good here (it is once per claim id).
+    let mut released = false;
+    for (claim_id, _) in flash_sales::expired_claims(&state.db, sale, Some(user)).await? {
+        released |= flash_redis::give_back(&state.redis, sale, user, claim_id).await.map_err(|e| ApiError::unavailable("Redis", e))?;
+    }
+    Ok(released)
 }
 
 fn limit_reached(sale: &StoredSale) -> ApiError {
@@ -447,20 +451,20 @@ impl FlashSalesApi {
         let user = auth.user_id();
         let claim_ttl_ms = state.config.flash_sale_claim_ttl.as_millis() as u64;
         let redis = |e| ApiError::unavailable("Redis", e);
-        let mut entry = flash_redis::enter(&state.redis, id.0, user, claim_ttl_ms).await.map_err(redis)?;
+        let mut entry = flash_redis::enter(&state.redis, id.0, user, claim_ttl_ms, false).await.map_err(redis)?;
         let mut sale = None;
         if entry == Entry::NotLoaded {
             let found = flash_sales::find(&state.db, id.0).await?.ok_or_else(|| not_found(id.0))?;
             if status_of(&found, Utc::now()) == SaleStatus::Live {
                 rebuild(&state, &found).await?;
-                entry = flash_redis::enter(&state.redis, id.0, user, claim_ttl_ms).await.map_err(redis)?;
+                entry = flash_redis::enter(&state.redis, id.0, user, claim_ttl_ms, true).await.map_err(redis)?;
             } else {
                 entry = if Utc::now() < found.starts_at { Entry::NotStarted } else { Entry::Ended };
             }
             sale = Some(found);
         }
         if entry == Entry::LimitReached && release_abandoned_claims(&state, id.0, user).await? {
-            entry = flash_redis::enter(&state.redis, id.0, user, claim_ttl_ms).await.map_err(redis)?;
+            entry = flash_redis::enter(&state.redis, id.0, user, claim_ttl_ms, true).await.map_err(redis)?;
         }
         let outcome = match &entry {
             Entry::Claimed { new: true, .. } => "claimed",
@@ -535,7 +539,10 @@ impl FlashSalesApi {
             return Ok(PayClaimResponse::Created(Json(load_order(&state, Some(user), order_id).await?)));
         }
         let expired = || ApiError::new(ErrorCode::ClaimExpired, "the claim expired; enter again");
-        if claim.status == "EXPIRED" {
+        // Past its expiry, an EXPIRED claim has nothing to answer but this, and its buyer's next
+        // claim may own the workflow id now. Before it (a declined charge), the workflow may
+        // still give the first answer again; the claim id keeps it from paying another claim.
+        if claim.status == "EXPIRED" && claim.expires_at <= Utc::now() {
             return Err(expired());
         }
         let request = ClaimPayment { request, claim_id: Some(claim.id.to_string()) };

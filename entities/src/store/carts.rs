@@ -386,8 +386,9 @@ pub async fn merge_into_user_cart<C: TransactionTrait<Transaction = DatabaseTran
 
 /// Takes bought units out of the user's cart inside the caller's transaction (lines the
 /// shopper added meanwhile stay), and bumps the cart version so caches see the change.
-pub async fn remove_bought(tx: &DatabaseTransaction, user_id: Uuid, bought: &[(i64, i32)]) -> Result<(), StoreError> {
-    let Some((cart_id, _)) = tx
+/// Returns the cart's new version (`None`: the user has no cart).
+pub async fn remove_bought(tx: &DatabaseTransaction, user_id: Uuid, bought: &[(i64, i32)]) -> Result<Option<i64>, StoreError> {
+    let Some((cart_id, version)) = tx
         .query_one_raw(stmt(
             "UPDATE carts SET version = version + 1, updated_at = now() WHERE user_id = $1 RETURNING id, version",
             vec![user_id.into()],
@@ -396,7 +397,7 @@ pub async fn remove_bought(tx: &DatabaseTransaction, user_id: Uuid, bought: &[(i
         .map(|row| Ok::<_, sea_orm::DbErr>((row.try_get::<Uuid>("", "id")?, row.try_get::<i64>("", "version")?)))
         .transpose()?
     else {
-        return Ok(());
+        return Ok(None);
     };
     for (product_id, quantity) in bought {
         tx.execute_raw(stmt(
@@ -410,5 +411,5 @@ pub async fn remove_bought(tx: &DatabaseTransaction, user_id: Uuid, bought: &[(i
         ))
         .await?;
     }
-    Ok(())
+    Ok(Some(version))
 }

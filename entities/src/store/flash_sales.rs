@@ -276,6 +276,23 @@ pub async fn expire_abandoned_claims<C: ConnectionTrait>(db: &C, sale_id: Uuid, 
     Ok(rows.into_iter().map(|r| (r.id, r.user_id)).collect())
 }
 
+/// The sale's EXPIRED claims (of `user`, if given) as (claim, user): whose units must be back on
+/// the counter. Giving one back twice is harmless (`flash_redis::give_back` is once per claim).
+pub async fn expired_claims<C: ConnectionTrait>(db: &C, sale_id: Uuid, user: Option<Uuid>) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        id: Uuid,
+        user_id: Uuid,
+    }
+    let rows = Row::find_by_statement(stmt(
+        "SELECT id, user_id FROM flash_sale_claims WHERE sale_id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND status = 'EXPIRED'",
+        vec![sale_id.into(), user.into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.user_id)).collect())
+}
+
 /// Marks the claim PAID with its order and sells its unit from the sale's set-aside stock.
 pub async fn complete_claim(tx: &DatabaseTransaction, claim: &Claim, product_id: i64, order_id: Uuid) -> Result<(), StoreError> {
     let updated = tx
