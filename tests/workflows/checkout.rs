@@ -195,6 +195,27 @@ async fn an_order_empties_the_cached_cart_even_when_the_api_never_answers_the_pa
 }
 
 #[tokio::test]
+async fn a_line_repriced_in_another_currency_is_not_charged_with_the_rest() {
+    let shop = shop(600).await;
+    let dollars = shop.product("CURRENCY-USD", 1_000, 5).await;
+    let repriced = shop.product("CURRENCY-EUR", 2_000, 5).await;
+    let token = shop.shopper(dollars, 1).await;
+    shop.app.post("/cart/items", Some(&token), json!({ "productId": repriced, "quantity": 1 })).await;
+    let patched = shop.app.patch(&format!("/admin/products/{repriced}"), Some(&shop.admin), json!({ "price": { "amount": 1_800, "currency": "EUR" } })).await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+
+    let refused = shop.checkout(&token, None).await;
+    assert_eq!((refused.status, refused.code()), (StatusCode::CONFLICT, "out_of_stock"), "{}", refused.text);
+    assert_eq!(refused.body["details"]["products"], json!([{ "productId": repriced, "requested": 1, "available": 0 }]));
+    assert_eq!(shop.stock(dollars).await, (5, 0, 0), "nothing held");
+    // without that line, the rest is charged in the cart's currency
+    shop.app.delete(&format!("/cart/items/{repriced}"), Some(&token)).await;
+    let started = shop.checkout(&token, None).await;
+    assert_eq!(started.status, StatusCode::CREATED, "{}", started.text);
+    assert_eq!((started.body["totals"]["subtotal"]["amount"].as_i64(), started.body["totals"]["subtotal"]["currency"].as_str()), (Some(1_000), Some("USD")));
+}
+
+#[tokio::test]
 async fn a_declined_card_leaves_no_order_and_returns_the_stock() {
     let shop = shop(600).await;
     let product = shop.product("DECLINE-1", 1_000, 5).await;
