@@ -86,12 +86,16 @@ impl FlashSaleActivities {
         // Postgres first, as in `release_claim`; then every expired claim's unit is made sure
         // to be back (once per claim id), so a give-back that failed after the expiry, here or
         // in a claim's workflow, is made good by this activity's retry.
-        for (claim_id, _) in flash_sales::expire_abandoned_claims(&self.db, sale_id, None).await? {
-            tracing::warn!(sale_id = %sale_id, claim_id = %claim_id, "abandoned flash sale claim expired at reconciliation");
+        let abandoned = flash_sales::expire_abandoned_claims(&self.db, sale_id, None).await?;
+        if abandoned > 0 {
+            tracing::warn!(sale_id = %sale_id, abandoned, "abandoned flash sale claims expired at reconciliation");
         }
-        for (claim_id, user_id) in flash_sales::expired_claims(&self.db, sale_id, None).await? {
-            flash_redis::give_back(&self.redis, sale_id, user_id, claim_id).await.map_err(redis_error)?;
-        }
+        // sent together: one round trip's wait, not one per claim, and this repeats while claims
+        // are still open
+        let expired = flash_sales::expired_claims(&self.db, sale_id, None).await?;
+        futures::future::try_join_all(expired.into_iter().map(|(claim_id, user_id)| flash_redis::give_back(&self.redis, sale_id, user_id, claim_id)))
+            .await
+            .map_err(redis_error)?;
         let remaining = flash_redis::remaining(&self.redis, sale_id).await.map_err(redis_error)?;
         let tx = self.db.begin().await?;
         let outcome = flash_sales::reconcile(&tx, sale_id, remaining).await?;

@@ -116,6 +116,20 @@ impl Shop {
     }
 }
 
+/// A card payment as `Shop::pay` sends it, for updates sent to a workflow directly.
+pub(crate) fn card_payment() -> PaymentRequest {
+    PaymentRequest {
+        payment_method: "pm_card_visa".to_owned(),
+        shipping_address: ShippingAddress {
+            name: "Ada Lovelace".into(),
+            line1: "1 Analytical St".into(),
+            city: "London".into(),
+            postal_code: "N1 9GU".into(),
+            country: "GB".into(),
+        },
+    }
+}
+
 pub(crate) fn id_of(response: &TestResponse) -> String {
     response.body["checkoutId"].as_str().unwrap_or_else(|| panic!("no checkout id in {}", response.text)).to_owned()
 }
@@ -178,18 +192,8 @@ async fn an_order_empties_the_cached_cart_even_when_the_api_never_answers_the_pa
     // the payment reaches the workflow, but not through the API (a client that went away
     // before the answer looks the same to the cart)
     let handle = temporal_client().await.get_workflow_handle::<CheckoutWorkflow>(workflow_id(&id_of(&started)));
-    let request = PaymentRequest {
-        payment_method: "pm_card_visa".to_owned(),
-        shipping_address: ShippingAddress {
-            name: "Ada Lovelace".into(),
-            line1: "1 Analytical St".into(),
-            city: "London".into(),
-            postal_code: "N1 9GU".into(),
-            country: "GB".into(),
-        },
-    };
     let options = WorkflowExecuteUpdateOptions::builder().update_id("paid-elsewhere".to_owned()).build();
-    let outcome = handle.execute_update(CheckoutWorkflow::submit_payment, request, options).await.expect("payment update");
+    let outcome = handle.execute_update(CheckoutWorkflow::submit_payment, card_payment(), options).await.expect("payment update");
     assert!(matches!(outcome, PaymentOutcome::Paid { .. }), "{outcome:?}");
     assert_eq!(shop.app.get("/cart", Some(&token)).await.body["lines"], json!([]), "the cached cart went with the order");
 }

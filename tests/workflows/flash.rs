@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use emporium_tests::{TestApp, TestResponse, count, spawn_app_with, worker::{TestWorker, temporal_client, unique_task_queue}};
 use emporium_workflows::flash::{
     FlashSaleClaimWorkflow, FlashSaleWorkflow,
-    contract::{ClaimPayment, PaymentRequest, REFUSAL_CLAIM_EXPIRED, ShippingAddress, claim_workflow_id, sale_workflow_id},
+    contract::{ClaimPayment, REFUSAL_CLAIM_EXPIRED, claim_workflow_id, sale_workflow_id},
 };
 
 struct Sale {
@@ -90,6 +90,22 @@ impl Sale {
         let sql = |column: &str| format!("SELECT {column}::bigint AS n FROM inventory WHERE product_id = {product}");
         let db = self.app.db();
         (count(db, &sql("available")).await, count(db, &sql("reserved")).await, count(db, &sql("sold")).await)
+    }
+
+    /// What an API that died between recording a claim and starting its workflow leaves: the
+    /// claim in Postgres, expired two minutes ago, its unit taken off the Redis counter, and no
+    /// workflow that will ever end it. The sale must be loaded in Redis already.
+    async fn abandoned_claim(&self, sale: &str, user: &str) -> uuid::Uuid {
+        use sea_orm::{ConnectionTrait, DbBackend, Statement};
+        let claim = uuid::Uuid::now_v7();
+        let insert = format!(
+            "INSERT INTO flash_sale_claims (id, sale_id, user_id, quantity, status, expires_at) \
+             VALUES ('{claim}', '{sale}', '{user}', 1, 'CLAIMED', now() - interval '2 minutes')"
+        );
+        self.app.db().execute_raw(Statement::from_string(DbBackend::Postgres, insert)).await.expect("abandoned claim");
+        let redis = emporium_tests::redis(&self.app.config.redis_url).await;
+        let _: i64 = fred::interfaces::HashesInterface::hincrby(&redis, format!("{{fs:{sale}}}:sale"), "remaining", -1).await.unwrap();
+        claim
     }
 
     async fn customers(&self, n: usize) -> Vec<(String, String)> {
@@ -219,17 +235,7 @@ async fn an_expired_claim_returns_its_unit_and_a_later_user_wins_it() {
     assert_eq!(shop.pay(&sale, &users[0].0, &claim, "pm_card_visa").await.code(), "claim_expired");
     // and the workflow itself refuses it, should the expired claim look open to the API
     let handle = temporal_client().await.get_workflow_handle::<FlashSaleClaimWorkflow>(claim_workflow_id(&sale, &users[0].1));
-    let request = PaymentRequest {
-        payment_method: "pm_card_visa".to_owned(),
-        shipping_address: ShippingAddress {
-            name: "Grace Hopper".into(),
-            line1: "1 Harbor Rd".into(),
-            city: "Arlington".into(),
-            postal_code: "22201".into(),
-            country: "US".into(),
-        },
-    };
-    let stale = ClaimPayment { request, claim_id: Some(claim.clone()) };
+    let stale = ClaimPayment { request: crate::checkout::card_payment(), claim_id: Some(claim.clone()) };
     let options = WorkflowExecuteUpdateOptions::builder().update_id(format!("stale-{claim}")).build();
     match handle.execute_update(FlashSaleClaimWorkflow::submit_payment, stale, options).await {
         Err(WorkflowUpdateError::Failed(failure)) => assert_eq!(failure.message, REFUSAL_CLAIM_EXPIRED),
@@ -277,20 +283,7 @@ async fn paid_claims_become_orders_and_reconciliation_returns_the_rest() {
     }
     record_claim(&sale, &users[0].1, "flash_claim_paid").await;
     let db = shop.app.db();
-    // an API that died between recording a claim and starting its workflow: Redis and Postgres
-    // count the unit as taken, and no workflow will ever end the claim
-    let abandoned = uuid::Uuid::now_v7();
-    count(
-        db,
-        &format!(
-            "WITH c AS (INSERT INTO flash_sale_claims (id, sale_id, user_id, quantity, status, expires_at) \
-             VALUES ('{abandoned}', '{sale}', '{}', 1, 'CLAIMED', now() - interval '2 minutes') RETURNING 1) SELECT COUNT(*) AS n FROM c",
-            users[3].1
-        ),
-    )
-    .await;
-    let redis = emporium_tests::redis(&shop.app.config.redis_url).await;
-    let _: i64 = fred::interfaces::HashesInterface::hincrby(&redis, format!("{{fs:{sale}}}:sale"), "remaining", -1).await.unwrap();
+    let abandoned = shop.abandoned_claim(&sale, &users[3].1).await;
     assert_eq!(count(db, "SELECT COUNT(*) AS n FROM payments WHERE flash_claim_id IS NOT NULL AND status = 'COMPLETED'").await, 2);
     assert_eq!(shop.stock(product).await, (15, 3, 2), "2 sold, 3 still set aside");
     // the third claim expires, the sale ends, reconciliation returns the 3 unsold units
@@ -385,19 +378,9 @@ async fn a_claim_whose_workflow_never_started_does_not_hold_its_buyer_at_the_lim
         starts.is_some()
     })
     .await;
-    // what an API that died between recording the claim and starting its workflow leaves: the
-    // claim in Postgres and Redis, long expired, and no workflow to end it
-    let abandoned = uuid::Uuid::now_v7();
+    let abandoned = shop.abandoned_claim(&sale, user).await;
+    // and the buyer's claim in Redis, which holds them at their limit
     let expired_ms = (Utc::now() - chrono::Duration::minutes(2)).timestamp_millis();
-    count(
-        shop.app.db(),
-        &format!(
-            "WITH c AS (INSERT INTO flash_sale_claims (id, sale_id, user_id, quantity, status, expires_at) \
-             VALUES ('{abandoned}', '{sale}', '{user}', 1, 'CLAIMED', now() - interval '2 minutes') RETURNING 1) SELECT COUNT(*) AS n FROM c"
-        ),
-    )
-    .await;
-    let _: i64 = fred::interfaces::HashesInterface::hincrby(&redis, format!("{{fs:{sale}}}:sale"), "remaining", -1).await.unwrap();
     let _: i64 = fred::interfaces::HashesInterface::hset(
         &redis,
         format!("{{fs:{sale}}}:user:{user}"),

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::LazyLock, time::Duration};
 
 use chrono::{TimeZone, Utc};
-use fred::{clients::Client as RedisClient, interfaces::KeysInterface, interfaces::HashesInterface, types::scripts::Script};
+use fred::{clients::Client as RedisClient, interfaces::HashesInterface, types::scripts::Script};
 use uuid::Uuid;
 
 use emporium_entities::store::carts::{CartChange, CartError, CartLine, CartProduct};
@@ -156,7 +156,7 @@ const TAKE_FIELD: &str = "~take";
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
--- KEYS: the cart, its merging copy. ARGV: a new take id, ttl (ms).
+-- KEYS: the cart, its merging copy. ARGV: a new take id, ttl (ms), the take field.
 -- Moves the cart aside for a merge in one step, so a line added meanwhile lands in a new cart
 -- instead of being deleted unmerged. A take left by a merge that did not finish comes first.
 -- Returns {take id, fields and values...}, or {} when there is nothing to merge.

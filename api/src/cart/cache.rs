@@ -1,7 +1,7 @@
 //! Read cache of signed-in carts: `version|json` under `cart:user:<id>`. A write only replaces
 //! an older version, so a slow reader can never put back a cart that a writer has replaced.
-//! Redis failures only cost a database read: Postgres holds the cart. A write that fails drops
-//! the cached cart instead; an order made in the worker drops it too.
+//! Redis failures only cost a database read: Postgres holds the cart. A write that fails
+//! supersedes the cached cart instead (`supersede_user_cart`), as an order made in the worker does.
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -62,8 +62,8 @@ pub async fn put(redis: &RedisClient, user: Uuid, cart: &UserCart, event: Option
     if let Err(err) = PUT_IF_NEWER.evalsha_with_reload::<i64, _, _>(redis, key(user), args).await {
         // the cached cart is now older than Postgres's: mark it superseded, or readers would see it
         match emporium_entities::redis::supersede_user_cart(redis, user, cart.version).await {
-            Ok(()) => tracing::warn!(error = %err, "cart cache write failed; the cached cart was dropped"),
-            Err(del) => tracing::error!(error = %err, drop_error = %del, "cart cache write failed and the stale cart could not be dropped"),
+            Ok(()) => tracing::warn!(error = %err, "cart cache write failed; the cached cart was superseded"),
+            Err(mark) => tracing::error!(error = %err, supersede_error = %mark, "cart cache write failed and the stale cart could not be superseded"),
         }
     }
 }

@@ -54,7 +54,6 @@ impl CartView {
         // The cart's currency is the one its lines were added in (writes keep it to one); a
         // line whose product is priced in another currency since cannot be bought with the
         // rest, nor added to their total.
-        let current_currency = |line: &CartLine| products.get(&line.product_id).map_or_else(|| line.currency.clone(), |p| p.currency.clone());
         let currency = lines.first().map_or_else(|| DEFAULT_CURRENCY.to_owned(), |l| l.currency.clone());
         let mut total = 0i64;
         let mut item_count = 0i32;
@@ -63,7 +62,7 @@ impl CartView {
             .map(|line| {
                 let product = products.get(&line.product_id);
                 let current = product.map_or(line.unit_price_minor, |p| p.price_minor);
-                let line_currency = current_currency(&line);
+                let line_currency = product.map_or_else(|| line.currency.clone(), |p| p.currency.clone());
                 let same_currency = line_currency == currency;
                 let line_total = current.saturating_mul(i64::from(line.quantity));
                 if same_currency {

@@ -318,8 +318,9 @@ async fn give_back(state: &AppState, sale: Uuid, user: Uuid, claim_id: Uuid) {
 /// is expired now and its unit given back; `true` if there was one. Bounded by the rate limit:
 /// at most a few Postgres queries per user a minute.
 async fn release_abandoned_claims(state: &AppState, sale: Uuid, user: Uuid) -> ApiResult<bool> {
-    for (claim_id, _) in flash_sales::expire_abandoned_claims(&state.db, sale, Some(user)).await? {
-        tracing::warn!(sale_id = %sale, claim_id = %claim_id, "abandoned flash sale claim expired");
+    let abandoned = flash_sales::expire_abandoned_claims(&state.db, sale, Some(user)).await?;
+    if abandoned > 0 {
+        tracing::warn!(sale_id = %sale, user_id = %user, abandoned, "abandoned flash sale claims expired");
     }
     // Every expired claim of the user, not only those expired just now: a give-back that
     // failed after an earlier expiry is made good here (it is once per claim id).

@@ -255,25 +255,20 @@ pub async fn expire_claim<C: ConnectionTrait>(db: &C, claim_id: Uuid, even_payin
         == 1)
 }
 
-/// Expires the sale's claims still CLAIMED a minute after they expired: their workflow never
-/// started (the API died between recording the claim and starting it), or it would have ended
-/// them. Returns (claim, user) of each, whose units go back.
-/// `user`: only that user's claims.
-pub async fn expire_abandoned_claims<C: ConnectionTrait>(db: &C, sale_id: Uuid, user: Option<Uuid>) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
-    #[derive(FromQueryResult)]
-    struct Row {
-        id: Uuid,
-        user_id: Uuid,
-    }
-    let rows = Row::find_by_statement(stmt(
-        "UPDATE flash_sale_claims SET status = 'EXPIRED', updated_at = now() \
-         WHERE sale_id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND status = 'CLAIMED' \
-           AND expires_at < now() - interval '1 minute' RETURNING id, user_id",
-        vec![sale_id.into(), user.into()],
-    ))
-    .all(db)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.user_id)).collect())
+/// Expires the sale's claims (of `user`, if given) still CLAIMED a minute after they expired:
+/// their workflow never started (the API died between recording the claim and starting it), or
+/// it would have ended them. Returns how many; their units go back with the other expired
+/// claims' (`expired_claims`).
+pub async fn expire_abandoned_claims<C: ConnectionTrait>(db: &C, sale_id: Uuid, user: Option<Uuid>) -> Result<u64, StoreError> {
+    Ok(db
+        .execute_raw(stmt(
+            "UPDATE flash_sale_claims SET status = 'EXPIRED', updated_at = now() \
+             WHERE sale_id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND status = 'CLAIMED' \
+               AND expires_at < now() - interval '1 minute'",
+            vec![sale_id.into(), user.into()],
+        ))
+        .await?
+        .rows_affected())
 }
 
 /// The sale's EXPIRED claims (of `user`, if given) as (claim, user): whose units must be back on
