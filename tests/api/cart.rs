@@ -331,6 +331,95 @@ async fn twenty_concurrent_adds_to_one_line_all_count() {
     assert_eq!(quantity_of(&anon(&app, Method::GET, "/cart", Some(&session), None).await.body, ids[0]), 20);
 }
 
+/// Sends `changes` to `writer` (which runs one batch at a time) as one batch: a first change
+/// to `holder`'s cart waits for that cart's lock, taken here, while the others queue up behind
+/// it; then the lock goes. Returns the outcomes of `changes`.
+async fn send_as_one_batch(
+    app: &TestApp,
+    writer: &emporium_api::cart::CartWriter,
+    holder: uuid::Uuid,
+    first: emporium_entities::store::carts::CartChange,
+    changes: &[(uuid::Uuid, emporium_entities::store::carts::CartChange)],
+) -> Vec<Result<emporium_entities::store::carts::PricedCart, emporium_entities::store::carts::CartError>> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+    let blocker = app.db().begin().await.unwrap();
+    let lock = format!("SELECT 1 FROM carts WHERE user_id = '{holder}' FOR UPDATE");
+    blocker.execute_raw(Statement::from_string(DbBackend::Postgres, lock)).await.unwrap();
+    let first = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.change(holder, first).await }
+    });
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let mut patience = 200;
+    while emporium_tests::count(app.db(), waiting).await == 0 {
+        patience -= 1;
+        assert!(patience > 0, "the writer's first change never waited for the cart lock");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut queued: Vec<_> = changes.iter().map(|&(user, change)| Box::pin(writer.change(user, change))).collect();
+    for change in &mut queued {
+        // one poll puts the change in the queue; its answer waits for the batch
+        assert!(futures::poll!(change.as_mut()).is_pending());
+    }
+    blocker.commit().await.unwrap();
+    first.await.unwrap().expect("the first change applies");
+    futures::future::join_all(queued).await
+}
+
+/// Changes that queue up behind a busy writer go to Postgres as one batch: each comes out as if
+/// it had been sent alone (refusals included), for several shoppers at once; and a change that
+/// makes Postgres fail the batch fails alone, the others applied once.
+#[tokio::test]
+async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone() {
+    use emporium_api::cart::CartWriter;
+    use emporium_entities::store::carts::{CartChange, CartError, PricedCart};
+
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[5, 100]).await;
+    let (token_a, a) = app.register_customer().await;
+    let (_, b) = app.register_customer().await;
+    let (user_a, user_b) = (uuid::Uuid::parse_str(&a).unwrap(), uuid::Uuid::parse_str(&b).unwrap());
+    let created = app.post("/cart/items", Some(&token_a), json!({ "productId": ids[1], "quantity": 1 })).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    let writer = CartWriter::spawn(app.db().clone(), 1);
+    let add = |product_id, quantity| CartChange::Add { product_id, quantity };
+    let quantities = |priced: &PricedCart| {
+        let mut lines: Vec<_> = priced.cart.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
+        lines.sort();
+        lines
+    };
+
+    let changes = [
+        (user_a, add(ids[0], 2)),
+        (user_b, add(ids[0], 2)),
+        (user_a, add(ids[0], 4)),
+        (user_b, CartChange::Set { product_id: ids[1], quantity: 3 }),
+        (user_b, add(ids[0], 1)),
+    ];
+    let mut outcomes = send_as_one_batch(&app, &writer, user_a, add(ids[1], 1), &changes).await.into_iter();
+    assert_eq!(quantities(&outcomes.next().unwrap().expect("a's add")), [(ids[0], 2), (ids[1], 2)]);
+    assert_eq!(quantities(&outcomes.next().unwrap().expect("b's add")), [(ids[0], 2)]);
+    match outcomes.next().unwrap() {
+        Err(CartError::InsufficientStock { available: 5, in_cart: 2 }) => {}
+        other => panic!("a's second add should be refused for stock, got {other:?}"),
+    }
+    assert!(matches!(outcomes.next().unwrap(), Err(CartError::LineNotFound)), "b has no line to set");
+    assert_eq!(quantities(&outcomes.next().unwrap().expect("b's second add")), [(ids[0], 3)]);
+    assert_eq!(stored_lines(&app, &a).await, [(ids[0], 2), (ids[1], 2)]);
+    assert_eq!(stored_lines(&app, &b).await, [(ids[0], 3)]);
+
+    // An add that overflows a line's quantity is an error in Postgres, which fails the batch;
+    // the API never sends one (it refuses quantities over 99), so it stands for any failure.
+    let changes = [(user_b, add(ids[0], 1)), (user_a, add(ids[1], i32::MAX)), (user_a, add(ids[0], 1))];
+    let outcomes = send_as_one_batch(&app, &writer, user_a, add(ids[1], 1), &changes).await;
+    assert_eq!(quantities(outcomes[0].as_ref().expect("b's add")), [(ids[0], 4)]);
+    assert!(matches!(outcomes[1], Err(CartError::Store(_))), "{:?}", outcomes[1]);
+    assert_eq!(quantities(outcomes[2].as_ref().expect("a's add")), [(ids[0], 3), (ids[1], 3)]);
+    assert_eq!(stored_lines(&app, &a).await, [(ids[0], 3), (ids[1], 3)]);
+    assert_eq!(stored_lines(&app, &b).await, [(ids[0], 4)]);
+}
+
 #[tokio::test]
 async fn another_device_receives_cart_changes_as_server_sent_events() {
     let app = spawn_app().await;

@@ -3,6 +3,9 @@
 //!
 //!     scripts/bench.sh cart            (CLIENTS=32 OPS=1000 WARMUP=100 by default; CARTS=signed-in for one kind)
 //!
+//! Signed-in changes run twice: batched as the API sends them (`WRITE_BATCHES` in flight), and
+//! one statement and commit per change, the simpler design, in a second API beside it.
+//!
 //! Each kind runs twice: saturated (every client sends again as soon as it has an answer), which
 //! gives the capacity, then paced at a share of that capacity (`LOADS`, half and three quarters by default) with the
 //! same clients, which gives the latency a shopper sees at that load. Saturated latency is mostly
@@ -130,65 +133,96 @@ async fn main() {
     let warmup = env_or("WARMUP", 100);
     // DB_POOL: the API's Postgres connections (the tests' default otherwise)
     let pool = std::env::var("DB_POOL").ok().and_then(|v| v.parse::<u32>().ok());
-    let app = spawn_app_with(|config| {
-        if let Some(pool) = pool {
-            config.database_max_connections = pool;
-        }
-    })
-    .await;
-    let admin = app.admin_token().await;
-    let category = app.create_category(&admin, "Bench", None).await;
-    let mut products = Vec::new();
-    for i in 0..clients.min(64) {
-        products.push(app.create_product(&admin, category, &format!("BENCH-{i}"), 1_000, 1_000_000).await["id"].as_i64().unwrap());
-    }
+    // WRITE_BATCHES: signed-in change batches in flight at once (the API's default otherwise)
+    let write_batches = env_or("WRITE_BATCHES", emporium_api::config::DEFAULT_CART_WRITE_BATCHES);
+    // CARTS=signed-in (or anonymous, or unbatched) runs one kind alone, e.g. to profile it
+    let kinds = std::env::var("CARTS").unwrap_or_else(|_| "anonymous,signed-in,unbatched".to_owned());
+    let shop = Shop::open(clients, pool, write_batches).await;
+    // the simpler design beside it: every signed-in change its own statement and commit
+    let unbatched = if kinds.contains("unbatched") { Some(Shop::open(clients, pool, 0).await) } else { None };
 
-    let mut sessions = Vec::new();
-    for &product in products.iter().cycle().take(clients) {
-        let first = app.post("/cart/items", None, json!({ "productId": product, "quantity": 1 })).await;
-        sessions.push(Identity::Session(first.headers["x-session-id"].to_str().unwrap().to_owned()));
-    }
-    let mut tokens = Vec::new();
-    for _ in 0..clients {
-        tokens.push(Identity::Token(app.register_customer().await.0));
-    }
-
-    // CARTS=signed-in (or anonymous) runs one kind alone, e.g. to profile it
-    let kinds = std::env::var("CARTS").unwrap_or_else(|_| "anonymous,signed-in".to_owned());
     println!(
-        "cart benchmark: {clients} concurrent clients x {ops} requests (add / update alternating, after {warmup} unmeasured each), API in-process, one keep-alive connection per client"
+        "cart benchmark: {clients} concurrent clients x {ops} requests (add / update alternating, after {warmup} unmeasured each), API in-process, one keep-alive connection per client; signed-in changes batched {write_batches} at a time"
     );
     let loads = latency_loads();
     let mut results = Vec::new();
-    for (kind, name, identities) in [("anonymous", "anonymous (Redis)", &sessions), ("signed-in", "signed-in (Postgres)", &tokens)] {
-        if !kinds.contains(kind) {
-            continue;
-        }
+    let kinds_to_run = [
+        ("anonymous", "anonymous (Redis)", Some(&shop), true),
+        ("signed-in", "signed-in (Postgres, batched)", Some(&shop), false),
+        ("unbatched", "signed-in (Postgres, one per statement)", unbatched.as_ref(), false),
+    ];
+    for (kind, name, shop, anonymous) in kinds_to_run {
+        let Some(shop) = shop.filter(|_| kinds.split(',').any(|k| k.trim() == kind)) else { continue };
+        let identities = if anonymous { &shop.sessions } else { &shop.tokens };
         // Unmeasured first: the pool's Postgres backends compile `cart_change()` and fill
         // their caches, and the clients open their connections, once per process, not per
         // request a shopper makes.
-        run(&app, Pace::Saturate, warmup, &products, identities).await;
-        let saturated = run(&app, Pace::Saturate, ops, &products, identities).await;
+        run(&shop.app, Pace::Saturate, warmup, &shop.products, identities).await;
+        let saturated = run(&shop.app, Pace::Saturate, ops, &shop.products, identities).await;
         let mut paced = Vec::new();
         for &load in &loads {
             let pace = Pace::share_of(saturated.per_second(), load);
-            paced.push((load, pace, run(&app, pace, ops, &products, identities).await));
+            paced.push((load, pace, run(&shop.app, pace, ops, &shop.products, identities).await));
         }
-        results.push((name, saturated, paced));
+        results.push((kind, name, saturated, paced));
     }
     println!();
-    for (name, saturated, paced) in &results {
+    for (_, name, saturated, paced) in &results {
         saturated.print(&format!("{name}, saturated"));
         for (load, pace, figures) in paced {
             figures.print(&format!("{name}, {:.0}% load ({})", load * 100.0, pace.describe()));
         }
     }
-    if let [(_, anonymous, _), (_, signed_in, _)] = results.as_slice() {
+    let saturated = |kind: &str| results.iter().find(|r| r.0 == kind).map(|r| &r.2);
+    if let (Some(batched), Some(unbatched)) = (saturated("signed-in"), saturated("unbatched")) {
         println!(
-            "signed-in / anonymous: capacity {:.2}x, saturated p99 {:.2}x",
+            "signed-in, batched / one per statement: capacity {:.2}x, saturated p99 {:.2}x",
+            batched.per_second() / unbatched.per_second(),
+            batched.p99.as_secs_f64() / unbatched.p99.as_secs_f64()
+        );
+    }
+    if let (Some(anonymous), Some(signed_in)) = (saturated("anonymous"), saturated("signed-in")) {
+        println!(
+            "signed-in (batched) / anonymous: capacity {:.2}x, saturated p99 {:.2}x",
             signed_in.per_second() / anonymous.per_second(),
             signed_in.p99.as_secs_f64() / anonymous.p99.as_secs_f64()
         );
     }
     println!("design target: p99 <= 10 ms (saturated p99 is mostly clients / throughput queueing; the paced lines are the latency at that load)");
+}
+
+/// An API with its own database, products and shoppers: anonymous sessions and signed-in users.
+struct Shop {
+    app: TestApp,
+    products: Vec<i64>,
+    sessions: Vec<Identity>,
+    tokens: Vec<Identity>,
+}
+
+impl Shop {
+    async fn open(clients: usize, pool: Option<u32>, write_batches: usize) -> Self {
+        let app = spawn_app_with(|config| {
+            if let Some(pool) = pool {
+                config.database_max_connections = pool;
+            }
+            config.cart_write_batches = write_batches;
+        })
+        .await;
+        let admin = app.admin_token().await;
+        let category = app.create_category(&admin, "Bench", None).await;
+        let mut products = Vec::new();
+        for i in 0..clients.min(64) {
+            products.push(app.create_product(&admin, category, &format!("BENCH-{i}"), 1_000, 1_000_000).await["id"].as_i64().unwrap());
+        }
+        let mut sessions = Vec::new();
+        for &product in products.iter().cycle().take(clients) {
+            let first = app.post("/cart/items", None, json!({ "productId": product, "quantity": 1 })).await;
+            sessions.push(Identity::Session(first.headers["x-session-id"].to_str().unwrap().to_owned()));
+        }
+        let mut tokens = Vec::new();
+        for _ in 0..clients {
+            tokens.push(Identity::Token(app.register_customer().await.0));
+        }
+        Self { app, products, sessions, tokens }
+    }
 }

@@ -65,6 +65,7 @@ pub fn test_config(database_url: &str, search_dir: &std::path::Path) -> Config {
         bind: "127.0.0.1:0".to_owned(),
         database_url: database_url.to_owned(),
         database_max_connections: 10,
+        cart_write_batches: emporium_api::config::DEFAULT_CART_WRITE_BATCHES,
         redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
         temporal_address: var("TEMPORAL_ADDRESS", "http://127.0.0.1:7233"),
         temporal_namespace: var("TEMPORAL_NAMESPACE", "emporium"),

@@ -5,6 +5,7 @@ mod anonymous;
 mod cache;
 mod events;
 mod view;
+mod writer;
 
 use std::collections::HashMap;
 
@@ -19,6 +20,7 @@ use emporium_entities::store::carts::{
 pub use anonymous::SessionId;
 pub use events::CartEvents;
 pub use view::{CartLineView, CartView};
+pub use writer::CartWriter;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
@@ -38,11 +40,16 @@ pub struct CartService {
     db: DatabaseConnection,
     redis: RedisClient,
     events: CartEvents,
+    /// `None`: each change is its own statement on the pool (`write_batches` 0).
+    writer: Option<writer::CartWriter>,
 }
 
 impl CartService {
-    pub fn new(db: DatabaseConnection, redis: RedisClient, events: CartEvents) -> Self {
-        Self { db, redis, events }
+    /// `write_batches`: batches of signed-in changes sent to Postgres at once (see `writer`);
+    /// 0 sends each change on its own.
+    pub fn new(db: DatabaseConnection, redis: RedisClient, events: CartEvents, write_batches: usize) -> Self {
+        let writer = (write_batches > 0).then(|| writer::CartWriter::spawn(db.clone(), write_batches));
+        Self { db, redis, events, writer }
     }
 
     pub fn events(&self) -> &CartEvents {
@@ -65,9 +72,11 @@ impl CartService {
     pub async fn change(&self, owner: &CartOwner, change: CartChange) -> ApiResult<CartView> {
         match owner {
             CartOwner::User(user) => {
-                let priced = carts::change_user_cart(&self.db, *user, change, MAX_LINE_QUANTITY)
-                    .await
-                    .map_err(|e| cart_error(e, change))?;
+                let priced = match &self.writer {
+                    Some(writer) => writer.change(*user, change).await,
+                    None => carts::change_user_cart(&self.db, *user, change, MAX_LINE_QUANTITY).await,
+                };
+                let priced = priced.map_err(|e| cart_error(e, change))?;
                 Ok(self.after_priced_change(*user, priced).await)
             }
             CartOwner::Session(existing) => {

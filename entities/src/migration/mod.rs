@@ -8,6 +8,7 @@ mod m20261202_000001_flash_sale_claims_paying;
 mod m20261202_000010_outbox_txid;
 mod m20261203_000001_cart_change_function;
 mod m20261206_000001_cart_merges_by_take;
+mod m20261206_000002_cart_change_batch;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_outbox_txid::Migration),
             Box::new(m20261203_000001_cart_change_function::Migration),
             Box::new(m20261206_000001_cart_merges_by_take::Migration),
+            Box::new(m20261206_000002_cart_change_batch::Migration),
         ]
     }
 }

@@ -3,7 +3,7 @@
 //! losing each other's updates.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, Statement, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, QueryResult, Statement, TransactionTrait, Value};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -220,6 +220,11 @@ pub async fn change_user_cart<C: ConnectionTrait>(
     ))
     .all(db)
     .await?;
+    priced_change(rows, max_line)
+}
+
+/// The outcome of one change from its `cart_change` rows: a refusal, or the cart as committed.
+fn priced_change(rows: Vec<ChangeRow>, max_line: i32) -> Result<PricedCart, CartError> {
     let first = rows.first().ok_or(StoreError::NotFound)?;
     match first.status {
         0 => {}
@@ -256,6 +261,54 @@ pub async fn change_user_cart<C: ConnectionTrait>(
     }
     lines.sort_by_key(|l| (l.added_at, l.product_id));
     Ok(PricedCart { cart: UserCart { version, lines }, products })
+}
+
+/// One row of `cart_change_batch(...)`: a `cart_change` row of the change at `idx`.
+struct BatchRow {
+    idx: i32,
+    row: ChangeRow,
+}
+
+impl FromQueryResult for BatchRow {
+    fn from_query_result(res: &QueryResult, pre: &str) -> Result<Self, sea_orm::DbErr> {
+        Ok(Self { idx: res.try_get(pre, "idx")?, row: ChangeRow::from_query_result(res, pre)? })
+    }
+}
+
+/// Applies several users' changes in one statement and one commit, each exactly as
+/// `change_user_cart` would, and returns their outcomes in the order given. Changes to one user
+/// are applied in the order given. A refused change does not affect the others; an `Err` means
+/// nothing was applied (the statement failed as a whole).
+pub async fn change_user_carts<C: ConnectionTrait>(
+    db: &C,
+    changes: &[(Uuid, CartChange)],
+    max_line: i32,
+) -> Result<Vec<Result<PricedCart, CartError>>, sea_orm::DbErr> {
+    // Carts are locked in user order, so two batches running at once cannot deadlock; the
+    // sort is stable, so one user's changes keep their order.
+    let mut order: Vec<usize> = (0..changes.len()).collect();
+    order.sort_by_key(|&i| changes[i].0);
+    let payload: Vec<serde_json::Value> = order
+        .iter()
+        .map(|&i| {
+            let (user, change) = changes[i];
+            let (mode, product, quantity) = change.parts();
+            serde_json::json!({ "user": user, "newCart": Uuid::now_v7(), "mode": mode, "product": product, "quantity": quantity })
+        })
+        .collect();
+    let rows = BatchRow::find_by_statement(stmt(
+        "SELECT * FROM cart_change_batch($1, $2)",
+        vec![serde_json::Value::Array(payload).into(), max_line.into()],
+    ))
+    .all(db)
+    .await?;
+    let mut per_change: Vec<Vec<ChangeRow>> = changes.iter().map(|_| Vec::new()).collect();
+    for BatchRow { idx, row } in rows {
+        let position = usize::try_from(idx).ok().and_then(|p| order.get(p)).copied();
+        let position = position.ok_or_else(|| sea_orm::DbErr::Custom(format!("cart_change_batch returned change {idx} of {}", changes.len())))?;
+        per_change[position].push(row);
+    }
+    Ok(per_change.into_iter().map(|rows| priced_change(rows, max_line)).collect())
 }
 
 /// Moves a wishlist item into the cart (adding `quantity`), in one transaction.

@@ -1,0 +1,103 @@
+//! Signed-in cart changes go to Postgres in batches: while `in_flight` batches are running,
+//! new changes wait in a queue, and the next free slot sends everything queued as one
+//! `cart_change_batch` statement with one commit. An idle store sends batches of one, so a lone
+//! change waits for nothing; a busy one pays a round trip, a commit and a backend wake-up per
+//! batch instead of per change, which is where a signed-in write's Postgres time went.
+
+use std::sync::Arc;
+
+use sea_orm::{DatabaseConnection, DbErr, RuntimeErr, sqlx};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use uuid::Uuid;
+
+use emporium_entities::store::{
+    StoreError,
+    carts::{self, CartChange, CartError, PricedCart},
+};
+
+use super::MAX_LINE_QUANTITY;
+
+/// Most changes in one statement: enough for every client of a busy instance, small enough
+/// that one batch holds its carts' locks briefly.
+const MAX_BATCH: usize = 64;
+
+struct Job {
+    user: Uuid,
+    change: CartChange,
+    reply: oneshot::Sender<Result<PricedCart, CartError>>,
+}
+
+#[derive(Clone)]
+pub struct CartWriter {
+    queue: mpsc::Sender<Job>,
+}
+
+impl CartWriter {
+    /// Starts the writer; it stops when the last clone of the returned handle is dropped.
+    pub fn spawn(db: DatabaseConnection, in_flight: usize) -> Self {
+        let (queue, jobs) = mpsc::channel(4 * MAX_BATCH * in_flight.max(1));
+        tokio::spawn(dispatch(db, jobs, in_flight.max(1)));
+        Self { queue }
+    }
+
+    /// Applies `change` to the user's cart, as `carts::change_user_cart` does, once committed.
+    pub async fn change(&self, user: Uuid, change: CartChange) -> Result<PricedCart, CartError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Job { user, change, reply }).await.map_err(|_| stopped("the cart writer has stopped"))?;
+        answer.await.map_err(|_| stopped("the cart writer dropped a change"))?
+    }
+}
+
+fn stopped(what: &str) -> CartError {
+    CartError::Store(StoreError::Db(DbErr::Custom(what.to_owned())))
+}
+
+async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flight: usize) {
+    let slots = Arc::new(Semaphore::new(in_flight));
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        // A slot first: while every slot is busy, changes gather in the queue for the next batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        if jobs.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return; // every handle is gone
+        }
+        let db = db.clone();
+        let jobs = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+        tokio::spawn(async move {
+            write(&db, jobs).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn write(db: &DatabaseConnection, batch: Vec<Job>) {
+    let changes: Vec<(Uuid, CartChange)> = batch.iter().map(|job| (job.user, job.change)).collect();
+    match carts::change_user_carts(db, &changes, MAX_LINE_QUANTITY).await {
+        Ok(outcomes) => {
+            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = job.reply.send(outcome); // the request may have gone; the change stands
+            }
+        }
+        Err(err) if batch.len() > 1 && rolled_back(&err) => {
+            // One change failed and took the batch with it (nothing was applied): apply them one
+            // by one, so that only the failing change fails.
+            tracing::warn!(error = %err, changes = batch.len(), "a batch of cart changes failed; applying them one by one");
+            for job in batch {
+                let outcome = carts::change_user_cart(db, job.user, job.change, MAX_LINE_QUANTITY).await;
+                let _ = job.reply.send(outcome);
+            }
+        }
+        Err(err) => {
+            // The outcome may be unknown (a connection lost around the commit): applying the
+            // changes again could add twice, so every change of the batch fails.
+            for job in batch {
+                let _ = job.reply.send(Err(err.clone().into()));
+            }
+        }
+    }
+}
+
+/// Whether Postgres refused the statement, which then rolled back as a whole.
+fn rolled_back(err: &DbErr) -> bool {
+    matches!(err, DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) if matches!(**e, sqlx::Error::Database(_)))
+}
