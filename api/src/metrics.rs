@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use poem::{Endpoint, IntoResponse, Request, Response};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -16,6 +16,7 @@ pub struct Metrics {
     flash_claims_expired: IntGaugeVec,
     flash_counter_rebuilds: IntCounter,
     search_cache: IntCounterVec,
+    cart_write_batch_size: Histogram,
 }
 
 impl Metrics {
@@ -60,6 +61,12 @@ impl Metrics {
         registry.register(Box::new(flash_units_sold.clone())).expect("registered once");
         registry.register(Box::new(flash_claims_expired.clone())).expect("registered once");
         registry.register(Box::new(flash_counter_rebuilds.clone())).expect("registered once");
+        let cart_write_batch_size = Histogram::with_opts(
+            HistogramOpts::new("cart_write_batch_size", "Signed-in cart changes sent to Postgres in one batch")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(cart_write_batch_size.clone())).expect("registered once");
         Self {
             registry,
             requests,
@@ -70,7 +77,13 @@ impl Metrics {
             flash_units_sold,
             flash_claims_expired,
             flash_counter_rebuilds,
+            cart_write_batch_size,
         }
+    }
+
+    /// Where the cart writer records the size of each batch it sends.
+    pub fn cart_write_batch_size(&self) -> Histogram {
+        self.cart_write_batch_size.clone()
     }
 
     pub fn render(&self) -> String {

@@ -323,6 +323,15 @@ async fn twenty_concurrent_adds_to_one_line_all_count() {
         assert_eq!(response.status, StatusCode::OK, "{}", response.text);
     }
     assert_eq!(quantity_of(&app.get("/cart", Some(&token)).await.body, ids[0]), 20);
+    // every change went to Postgres through the batching writer, and /metrics shows it
+    let metrics = app.get("/metrics", None).await.text;
+    let figure = |name: &str| {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing from /metrics"));
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
+    };
+    assert_eq!(figure("cart_write_batch_size_sum "), 20.0);
+    let batches = figure("cart_write_batch_size_count ");
+    assert!((1.0..=20.0).contains(&batches), "{batches} batches for 20 changes");
 
     let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
     let session = first.headers["x-session-id"].to_str().unwrap().to_owned();
@@ -382,7 +391,7 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
     let (user_a, user_b) = (uuid::Uuid::parse_str(&a).unwrap(), uuid::Uuid::parse_str(&b).unwrap());
     let created = app.post("/cart/items", Some(&token_a), json!({ "productId": ids[1], "quantity": 1 })).await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.text);
-    let writer = CartWriter::spawn(app.db().clone(), 1);
+    let writer = CartWriter::spawn(app.db().clone(), 1, None);
     let add = |product_id, quantity| CartChange::Add { product_id, quantity };
     let quantities = |priced: &PricedCart| {
         let mut lines: Vec<_> = priced.cart.lines.iter().map(|l| (l.product_id, l.quantity)).collect();

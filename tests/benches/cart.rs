@@ -48,7 +48,7 @@ impl Figures {
 
     fn print(&self, name: &str) {
         println!(
-            "{name:<44} {:>8} ops  {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+            "{name:<52} {:>8} ops  {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
             self.ops,
             self.per_second(),
             self.p50.as_secs_f64() * 1e3,

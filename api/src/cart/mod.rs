@@ -46,9 +46,15 @@ pub struct CartService {
 
 impl CartService {
     /// `write_batches`: batches of signed-in changes sent to Postgres at once (see `writer`);
-    /// 0 sends each change on its own.
-    pub fn new(db: DatabaseConnection, redis: RedisClient, events: CartEvents, write_batches: usize) -> Self {
-        let writer = (write_batches > 0).then(|| writer::CartWriter::spawn(db.clone(), write_batches));
+    /// 0 sends each change on its own. `batch_sizes` records each batch's size.
+    pub fn new(
+        db: DatabaseConnection,
+        redis: RedisClient,
+        events: CartEvents,
+        write_batches: usize,
+        batch_sizes: Option<prometheus::Histogram>,
+    ) -> Self {
+        let writer = (write_batches > 0).then(|| writer::CartWriter::spawn(db.clone(), write_batches, batch_sizes));
         Self { db, redis, events, writer }
     }
 

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use prometheus::Histogram;
 use sea_orm::{DatabaseConnection, DbErr, RuntimeErr, sqlx};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
@@ -33,10 +34,11 @@ pub struct CartWriter {
 }
 
 impl CartWriter {
-    /// Starts the writer; it stops when the last clone of the returned handle is dropped.
-    pub fn spawn(db: DatabaseConnection, in_flight: usize) -> Self {
+    /// Starts the writer, `in_flight` batches at a time, recording each batch's size in
+    /// `batch_sizes`; it stops when the last clone of the returned handle is dropped.
+    pub fn spawn(db: DatabaseConnection, in_flight: usize, batch_sizes: Option<Histogram>) -> Self {
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH * in_flight.max(1));
-        tokio::spawn(dispatch(db, jobs, in_flight.max(1)));
+        tokio::spawn(dispatch(db, jobs, in_flight.max(1), batch_sizes));
         Self { queue }
     }
 
@@ -52,7 +54,7 @@ fn stopped(what: &str) -> CartError {
     CartError::Store(StoreError::Db(DbErr::Custom(what.to_owned())))
 }
 
-async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flight: usize) {
+async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flight: usize, batch_sizes: Option<Histogram>) {
     let slots = Arc::new(Semaphore::new(in_flight));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -60,6 +62,9 @@ async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flig
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         if jobs.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return; // every handle is gone
+        }
+        if let Some(sizes) = &batch_sizes {
+            sizes.observe(batch.len() as f64);
         }
         let db = db.clone();
         let jobs = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
