@@ -149,7 +149,11 @@ impl Config {
                 None => 20,
             },
             cart_write_batches: match var("EMPORIUM_CART_WRITE_BATCHES") {
-                Some(v) => v.parse::<usize>().context("EMPORIUM_CART_WRITE_BATCHES must be a whole number (0 sends each change alone)")?,
+                Some(v) => v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= 64)
+                    .context("EMPORIUM_CART_WRITE_BATCHES must be a whole number up to 64 (0 sends each change alone)")?,
                 None => DEFAULT_CART_WRITE_BATCHES,
             },
             redis_url: string("REDIS_URL", "redis://127.0.0.1:6379"),

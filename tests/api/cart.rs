@@ -391,7 +391,8 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
     let (user_a, user_b) = (uuid::Uuid::parse_str(&a).unwrap(), uuid::Uuid::parse_str(&b).unwrap());
     let created = app.post("/cart/items", Some(&token_a), json!({ "productId": ids[1], "quantity": 1 })).await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.text);
-    let writer = CartWriter::spawn(app.db().clone(), 1, None);
+    let batch_sizes = emporium_api::metrics::Metrics::new().cart_write_batch_size();
+    let writer = CartWriter::spawn(app.db().clone(), 1, Some(batch_sizes.clone()));
     let add = |product_id, quantity| CartChange::Add { product_id, quantity };
     let quantities = |priced: &PricedCart| {
         let mut lines: Vec<_> = priced.cart.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
@@ -417,6 +418,8 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
     assert_eq!(quantities(&outcomes.next().unwrap().expect("b's second add")), [(ids[0], 3)]);
     assert_eq!(stored_lines(&app, &a).await, [(ids[0], 2), (ids[1], 2)]);
     assert_eq!(stored_lines(&app, &b).await, [(ids[0], 3)]);
+    // the first change alone, then the five queued behind it as one batch
+    assert_eq!((batch_sizes.get_sample_count(), batch_sizes.get_sample_sum()), (2, 6.0));
 
     // An add that overflows a line's quantity is an error in Postgres, which fails the batch;
     // the API never sends one (it refuses quantities over 99), so it stands for any failure.
@@ -427,6 +430,42 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
     assert_eq!(quantities(outcomes[2].as_ref().expect("a's add")), [(ids[0], 3), (ids[1], 3)]);
     assert_eq!(stored_lines(&app, &a).await, [(ids[0], 3), (ids[1], 3)]);
     assert_eq!(stored_lines(&app, &b).await, [(ids[0], 4)]);
+    assert_eq!((batch_sizes.get_sample_count(), batch_sizes.get_sample_sum()), (4, 10.0));
+}
+
+/// A cart that another transaction keeps locked holds up its own changes only: the batch that
+/// waits for it gives up after its lock timeout, and the next batch goes ahead while that
+/// cart's change waits on its own.
+#[tokio::test]
+async fn a_cart_locked_elsewhere_holds_up_only_its_own_changes() {
+    use emporium_api::cart::CartWriter;
+    use emporium_entities::store::carts::CartChange;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[100]).await;
+    let (token_a, a) = app.register_customer().await;
+    let (_, b) = app.register_customer().await;
+    let (user_a, user_b) = (uuid::Uuid::parse_str(&a).unwrap(), uuid::Uuid::parse_str(&b).unwrap());
+    let created = app.post("/cart/items", Some(&token_a), json!({ "productId": ids[0], "quantity": 1 })).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    let writer = CartWriter::spawn(app.db().clone(), 1, None);
+    let add = CartChange::Add { product_id: ids[0], quantity: 1 };
+
+    let blocker = app.db().begin().await.unwrap();
+    let lock = format!("SELECT 1 FROM carts WHERE user_id = '{a}' FOR UPDATE");
+    blocker.execute_raw(Statement::from_string(DbBackend::Postgres, lock)).await.unwrap();
+    let mut a_change = Box::pin(writer.change(user_a, add));
+    assert!(futures::poll!(a_change.as_mut()).is_pending());
+    // B's change queues behind A's batch, the writer's only one
+    let b_change = writer.change(user_b, add);
+    let b_outcome = tokio::time::timeout(Duration::from_secs(10), b_change).await.expect("b's change waited for a's cart");
+    assert_eq!(b_outcome.expect("b's add").cart.lines[0].quantity, 1);
+    assert!(futures::poll!(a_change.as_mut()).is_pending(), "a's change cannot apply while its cart is locked");
+    blocker.commit().await.unwrap();
+    assert_eq!(a_change.await.expect("a's add").cart.lines[0].quantity, 2);
+    assert_eq!(stored_lines(&app, &a).await, [(ids[0], 2)]);
 }
 
 #[tokio::test]

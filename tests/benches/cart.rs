@@ -206,6 +206,8 @@ impl Shop {
                 config.database_max_connections = pool;
             }
             config.cart_write_batches = write_batches;
+            // the tokens are made before the first kind runs and must outlast the last
+            config.access_token_ttl = Duration::from_secs(3600);
         })
         .await;
         let admin = app.admin_token().await;

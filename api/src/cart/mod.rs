@@ -78,12 +78,18 @@ impl CartService {
     pub async fn change(&self, owner: &CartOwner, change: CartChange) -> ApiResult<CartView> {
         match owner {
             CartOwner::User(user) => {
-                let priced = match &self.writer {
-                    Some(writer) => writer.change(*user, change).await,
-                    None => carts::change_user_cart(&self.db, *user, change, MAX_LINE_QUANTITY).await,
-                };
-                let priced = priced.map_err(|e| cart_error(e, change))?;
-                Ok(self.after_priced_change(*user, priced).await)
+                // A task of its own: once the change is sent it is applied even if the client
+                // goes away, and then the cache and the user's other devices must hear of it.
+                let service = self.clone();
+                let user = *user;
+                let applied = tokio::spawn(async move {
+                    let priced = match &service.writer {
+                        Some(writer) => writer.change(user, change).await,
+                        None => carts::change_user_cart(&service.db, user, change, MAX_LINE_QUANTITY).await,
+                    };
+                    Ok(service.after_priced_change(user, priced.map_err(|e| cart_error(e, change))?).await)
+                });
+                applied.await.map_err(ApiError::internal)?
             }
             CartOwner::Session(existing) => {
                 let unavailable = |e| ApiError::unavailable("the cart store", e);
@@ -243,7 +249,7 @@ fn cart_error(err: CartError, change: CartChange) -> ApiError {
         CartError::CurrencyMismatch { cart, product } => {
             ApiError::new(ErrorCode::CurrencyMismatch, format!("the cart is priced in {cart}, this product in {product}"))
         }
-        CartError::Store(err) => ApiError::internal(err),
+        CartError::Store(err) => err.into(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use prometheus::Histogram;
 use sea_orm::{DatabaseConnection, DbErr, RuntimeErr, sqlx};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use emporium_entities::store::{
@@ -68,14 +68,12 @@ async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flig
         }
         let db = db.clone();
         let jobs = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        tokio::spawn(async move {
-            write(&db, jobs).await;
-            drop(slot);
-        });
+        tokio::spawn(async move { write(&db, jobs, slot).await });
     }
 }
 
-async fn write(db: &DatabaseConnection, batch: Vec<Job>) {
+/// Sends one batch, holding `slot` while the batch runs.
+async fn write(db: &DatabaseConnection, batch: Vec<Job>, slot: OwnedSemaphorePermit) {
     let changes: Vec<(Uuid, CartChange)> = batch.iter().map(|job| (job.user, job.change)).collect();
     match carts::change_user_carts(db, &changes, MAX_LINE_QUANTITY).await {
         Ok(outcomes) => {
@@ -83,14 +81,28 @@ async fn write(db: &DatabaseConnection, batch: Vec<Job>) {
                 let _ = job.reply.send(outcome); // the request may have gone; the change stands
             }
         }
-        Err(err) if batch.len() > 1 && rolled_back(&err) => {
-            // One change failed and took the batch with it (nothing was applied): apply them one
-            // by one, so that only the failing change fails.
+        Err(err) if rolled_back(&err) => {
+            // Postgres refused the statement, so nothing of it was applied: one change failed
+            // (or a cart stayed locked past the batch's lock timeout). Apply the changes on
+            // their own, each user's in order and the users side by side, so that only the
+            // failing change fails and only a locked cart's changes wait for it.
             tracing::warn!(error = %err, changes = batch.len(), "a batch of cart changes failed; applying them one by one");
+            // the next batch need not wait for a locked cart's changes
+            drop(slot);
+            let mut by_user: Vec<Vec<Job>> = Vec::new();
             for job in batch {
-                let outcome = carts::change_user_cart(db, job.user, job.change, MAX_LINE_QUANTITY).await;
-                let _ = job.reply.send(outcome);
+                match by_user.iter_mut().find(|jobs| jobs[0].user == job.user) {
+                    Some(jobs) => jobs.push(job),
+                    None => by_user.push(vec![job]),
+                }
             }
+            futures::future::join_all(by_user.into_iter().map(|jobs| async move {
+                for job in jobs {
+                    let outcome = carts::change_user_cart(db, job.user, job.change, MAX_LINE_QUANTITY).await;
+                    let _ = job.reply.send(outcome);
+                }
+            }))
+            .await;
         }
         Err(err) => {
             // The outcome may be unknown (a connection lost around the commit): applying the
@@ -102,7 +114,14 @@ async fn write(db: &DatabaseConnection, batch: Vec<Job>) {
     }
 }
 
-/// Whether Postgres refused the statement, which then rolled back as a whole.
+/// Whether Postgres refused the statement with an ordinary error, after which it rolled back as
+/// a whole. A connection lost, or a FATAL or PANIC (a server shutting down or crashing, which
+/// may come after the commit), leaves the outcome unknown.
 fn rolled_back(err: &DbErr) -> bool {
-    matches!(err, DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) if matches!(**e, sqlx::Error::Database(_)))
+    let (DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e))) = err else { return false };
+    let sqlx::Error::Database(e) = &**e else { return false };
+    let Some(e) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else { return false };
+    // classes 08 connection, 57 operator intervention, 58 system, XX internal
+    let unknown_outcome = ["08", "57", "58", "XX"].iter().any(|class| e.code().starts_with(class));
+    matches!(e.severity(), sqlx::postgres::PgSeverity::Error) && !unknown_outcome
 }

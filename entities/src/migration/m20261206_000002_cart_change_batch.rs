@@ -12,7 +12,9 @@ pub struct Migration;
 /// order the caller wants the carts locked (by user, so two batches never wait on each other in
 /// a cycle). Each change runs through `cart_change` in that order and its rows come back tagged
 /// with `idx`, its position in the array. A refusal is a row like any other; an error aborts the
-/// whole batch, and nothing of it is applied.
+/// whole batch, and nothing of it is applied. A cart locked elsewhere for longer than the lock
+/// timeout fails the batch too (the caller then sends the changes one by one), rather than
+/// keeping every other cart of the batch waiting with it.
 const CREATE: &str = r#"
 CREATE OR REPLACE FUNCTION cart_change_batch(p_changes jsonb, p_max_line integer)
 RETURNS TABLE (
@@ -23,6 +25,7 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
     v_change jsonb;
 BEGIN
+    PERFORM set_config('lock_timeout', '250ms', true); -- for this transaction only
     FOR i IN 0 .. jsonb_array_length(p_changes) - 1 LOOP
         v_change := p_changes -> i;
         RETURN QUERY SELECT i, c.*
