@@ -340,6 +340,29 @@ async fn twenty_concurrent_adds_to_one_line_all_count() {
     assert_eq!(quantity_of(&anon(&app, Method::GET, "/cart", Some(&session), None).await.body, ids[0]), 20);
 }
 
+/// A transaction of its own holding the lock of `user`'s cart until it ends.
+async fn lock_cart_elsewhere(app: &TestApp, user: uuid::Uuid) -> sea_orm::DatabaseTransaction {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+    let blocker = app.db().begin().await.unwrap();
+    let lock = format!("SELECT 1 FROM carts WHERE user_id = '{user}' FOR UPDATE");
+    blocker.execute_raw(Statement::from_string(DbBackend::Postgres, lock)).await.unwrap();
+    blocker
+}
+
+/// An app with products of the given stocks and two signed-in shoppers, (user id, id string)
+/// each; the first has a cart already (a line of the last product), so it can be locked.
+async fn two_shoppers(stocks: &[i64]) -> (TestApp, Vec<i64>, (uuid::Uuid, String), (uuid::Uuid, String)) {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, stocks).await;
+    let (token_a, a) = app.register_customer().await;
+    let (_, b) = app.register_customer().await;
+    let created = app.post("/cart/items", Some(&token_a), json!({ "productId": ids[ids.len() - 1], "quantity": 1 })).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    let (user_a, user_b) = (uuid::Uuid::parse_str(&a).unwrap(), uuid::Uuid::parse_str(&b).unwrap());
+    (app, ids, (user_a, a), (user_b, b))
+}
+
 /// Sends `changes` to `writer` (which runs one batch at a time) as one batch: a first change
 /// to `holder`'s cart waits for that cart's lock, taken here, while the others queue up behind
 /// it; then the lock goes. Returns the outcomes of `changes`.
@@ -350,10 +373,7 @@ async fn send_as_one_batch(
     first: emporium_entities::store::carts::CartChange,
     changes: &[(uuid::Uuid, emporium_entities::store::carts::CartChange)],
 ) -> Vec<Result<emporium_entities::store::carts::PricedCart, emporium_entities::store::carts::CartError>> {
-    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
-    let blocker = app.db().begin().await.unwrap();
-    let lock = format!("SELECT 1 FROM carts WHERE user_id = '{holder}' FOR UPDATE");
-    blocker.execute_raw(Statement::from_string(DbBackend::Postgres, lock)).await.unwrap();
+    let blocker = lock_cart_elsewhere(app, holder).await;
     let first = tokio::spawn({
         let writer = writer.clone();
         async move { writer.change(holder, first).await }
@@ -383,14 +403,7 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
     use emporium_api::cart::CartWriter;
     use emporium_entities::store::carts::{CartChange, CartError, PricedCart};
 
-    let app = spawn_app().await;
-    let admin = app.admin_token().await;
-    let ids = stock_products(&app, &admin, &[5, 100]).await;
-    let (token_a, a) = app.register_customer().await;
-    let (_, b) = app.register_customer().await;
-    let (user_a, user_b) = (uuid::Uuid::parse_str(&a).unwrap(), uuid::Uuid::parse_str(&b).unwrap());
-    let created = app.post("/cart/items", Some(&token_a), json!({ "productId": ids[1], "quantity": 1 })).await;
-    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    let (app, ids, (user_a, a), (user_b, b)) = two_shoppers(&[5, 100]).await;
     let batch_sizes = emporium_api::metrics::Metrics::new().cart_write_batch_size();
     let writer = CartWriter::spawn(app.db().clone(), 1, Some(batch_sizes.clone()));
     let add = |product_id, quantity| CartChange::Add { product_id, quantity };
@@ -440,22 +453,12 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
 async fn a_cart_locked_elsewhere_holds_up_only_its_own_changes() {
     use emporium_api::cart::CartWriter;
     use emporium_entities::store::carts::CartChange;
-    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
-    let app = spawn_app().await;
-    let admin = app.admin_token().await;
-    let ids = stock_products(&app, &admin, &[100]).await;
-    let (token_a, a) = app.register_customer().await;
-    let (_, b) = app.register_customer().await;
-    let (user_a, user_b) = (uuid::Uuid::parse_str(&a).unwrap(), uuid::Uuid::parse_str(&b).unwrap());
-    let created = app.post("/cart/items", Some(&token_a), json!({ "productId": ids[0], "quantity": 1 })).await;
-    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    let (app, ids, (user_a, a), (user_b, _)) = two_shoppers(&[100]).await;
     let writer = CartWriter::spawn(app.db().clone(), 1, None);
     let add = CartChange::Add { product_id: ids[0], quantity: 1 };
 
-    let blocker = app.db().begin().await.unwrap();
-    let lock = format!("SELECT 1 FROM carts WHERE user_id = '{a}' FOR UPDATE");
-    blocker.execute_raw(Statement::from_string(DbBackend::Postgres, lock)).await.unwrap();
+    let blocker = lock_cart_elsewhere(&app, user_a).await;
     let mut a_change = Box::pin(writer.change(user_a, add));
     assert!(futures::poll!(a_change.as_mut()).is_pending());
     // B's change queues behind A's batch, the writer's only one
