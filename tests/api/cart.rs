@@ -325,13 +325,7 @@ async fn twenty_concurrent_adds_to_one_line_all_count() {
     assert_eq!(quantity_of(&app.get("/cart", Some(&token)).await.body, ids[0]), 20);
     // every change went to Postgres through the batching writer, and /metrics shows it
     let metrics = app.get("/metrics", None).await.text;
-    let figure = |name: &str| {
-        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing from /metrics"));
-        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
-    };
-    assert_eq!(figure("cart_write_batch_size_sum "), 20.0);
-    let batches = figure("cart_write_batch_size_count ");
-    assert!((1.0..=20.0).contains(&batches), "{batches} batches for 20 changes");
+    assert!(metrics.contains("cart_write_batch_size_sum 20\n"), "{metrics}");
 
     let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
     let session = first.headers["x-session-id"].to_str().unwrap().to_owned();

@@ -137,9 +137,10 @@ async fn main() {
     let write_batches = env_or("WRITE_BATCHES", emporium_api::config::DEFAULT_CART_WRITE_BATCHES);
     // CARTS=signed-in (or anonymous, or unbatched) runs one kind alone, e.g. to profile it
     let kinds = std::env::var("CARTS").unwrap_or_else(|_| "anonymous,signed-in,unbatched".to_owned());
+    let selected = |kind: &str| kinds.split(',').any(|k| k.trim() == kind);
     let shop = Shop::open(clients, pool, write_batches).await;
     // the simpler design beside it: every signed-in change its own statement and commit
-    let unbatched = if kinds.contains("unbatched") { Some(Shop::open(clients, pool, 0).await) } else { None };
+    let unbatched = if selected("unbatched") { Some(Shop::open(clients, pool, 0).await) } else { None };
 
     println!(
         "cart benchmark: {clients} concurrent clients x {ops} requests (add / update alternating, after {warmup} unmeasured each), API in-process, one keep-alive connection per client; signed-in changes batched {write_batches} at a time"
@@ -152,7 +153,7 @@ async fn main() {
         ("unbatched", "signed-in (Postgres, one per statement)", unbatched.as_ref(), false),
     ];
     for (kind, name, shop, anonymous) in kinds_to_run {
-        let Some(shop) = shop.filter(|_| kinds.split(',').any(|k| k.trim() == kind)) else { continue };
+        let Some(shop) = shop.filter(|_| selected(kind)) else { continue };
         let identities = if anonymous { &shop.sessions } else { &shop.tokens };
         // Unmeasured first: the pool's Postgres backends compile `cart_change()` and fill
         // their caches, and the clients open their connections, once per process, not per

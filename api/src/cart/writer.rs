@@ -37,8 +37,9 @@ impl CartWriter {
     /// Starts the writer, `in_flight` batches at a time, recording each batch's size in
     /// `batch_sizes`; it stops when the last clone of the returned handle is dropped.
     pub fn spawn(db: DatabaseConnection, in_flight: usize, batch_sizes: Option<Histogram>) -> Self {
-        let (queue, jobs) = mpsc::channel(4 * MAX_BATCH * in_flight.max(1));
-        tokio::spawn(dispatch(db, jobs, in_flight.max(1), batch_sizes));
+        let in_flight = in_flight.max(1);
+        let (queue, jobs) = mpsc::channel(4 * MAX_BATCH * in_flight);
+        tokio::spawn(dispatch(db, jobs, in_flight, batch_sizes));
         Self { queue }
     }
 
@@ -56,10 +57,10 @@ fn stopped(what: &str) -> CartError {
 
 async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flight: usize, batch_sizes: Option<Histogram>) {
     let slots = Arc::new(Semaphore::new(in_flight));
-    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         // A slot first: while every slot is busy, changes gather in the queue for the next batch.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         if jobs.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return; // every handle is gone
         }
@@ -67,8 +68,7 @@ async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flig
             sizes.observe(batch.len() as f64);
         }
         let db = db.clone();
-        let jobs = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        tokio::spawn(async move { write(&db, jobs, slot).await });
+        tokio::spawn(async move { write(&db, batch, slot).await });
     }
 }
 
