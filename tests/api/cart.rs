@@ -343,18 +343,19 @@ async fn lock_cart_elsewhere(app: &TestApp, user: uuid::Uuid) -> sea_orm::Databa
     blocker
 }
 
-/// An app with products of the given stocks and two signed-in shoppers, (user id, id string)
-/// each; the first has a cart already (a line of the last product), so it can be locked.
-async fn two_shoppers(stocks: &[i64]) -> (TestApp, Vec<i64>, (uuid::Uuid, String), (uuid::Uuid, String)) {
+/// An app with products of the given stocks and two signed-in shoppers, (user id, id string),
+/// and the second's token; the first has a cart already (a line of the last product), so it can
+/// be locked.
+async fn two_shoppers(stocks: &[i64]) -> (TestApp, Vec<i64>, (uuid::Uuid, String), (uuid::Uuid, String, String)) {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let ids = stock_products(&app, &admin, stocks).await;
     let (token_a, a) = app.register_customer().await;
-    let (_, b) = app.register_customer().await;
+    let (token_b, b) = app.register_customer().await;
     let created = app.post("/cart/items", Some(&token_a), json!({ "productId": ids[ids.len() - 1], "quantity": 1 })).await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.text);
     let (user_a, user_b) = (uuid::Uuid::parse_str(&a).unwrap(), uuid::Uuid::parse_str(&b).unwrap());
-    (app, ids, (user_a, a), (user_b, b))
+    (app, ids, (user_a, a), (user_b, b, token_b))
 }
 
 /// Sends `changes` to `writer` (which runs one batch at a time) as one batch: a first change
@@ -397,7 +398,7 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
     use emporium_api::cart::CartWriter;
     use emporium_entities::store::carts::{CartChange, CartError, PricedCart};
 
-    let (app, ids, (user_a, a), (user_b, b)) = two_shoppers(&[5, 100]).await;
+    let (app, ids, (user_a, a), (user_b, b, _)) = two_shoppers(&[5, 100]).await;
     let batch_sizes = emporium_api::metrics::Metrics::new().cart_write_batch_size();
     let writer = CartWriter::spawn(app.db().clone(), 1, Some(batch_sizes.clone()));
     let add = |product_id, quantity| CartChange::Add { product_id, quantity };
@@ -440,6 +441,28 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
     assert_eq!((batch_sizes.get_sample_count(), batch_sizes.get_sample_sum()), (4, 10.0));
 }
 
+/// Lines one shopper adds in one batch list in the order they were added, as lines added one
+/// request at a time do, not by product id (one transaction, but each line its own time).
+#[tokio::test]
+async fn lines_added_in_one_batch_keep_the_order_they_were_added_in() {
+    use emporium_api::cart::CartWriter;
+    use emporium_entities::store::carts::CartChange;
+
+    let (app, ids, (user_a, _), (user_b, _, token)) = two_shoppers(&[10, 10, 10]).await;
+    let writer = CartWriter::spawn(app.db().clone(), 1, None);
+    let add = |product_id| CartChange::Add { product_id, quantity: 1 };
+    let arrival = [ids[2], ids[0], ids[1]];
+    let changes: Vec<_> = arrival.iter().map(|&id| (user_b, add(id))).collect();
+    let outcomes = send_as_one_batch(&app, &writer, user_a, add(ids[0]), &changes).await;
+    let listed = |lines: &[emporium_entities::store::carts::CartLine]| lines.iter().map(|l| l.product_id).collect::<Vec<_>>();
+    let last = outcomes.last().unwrap().as_ref().expect("b's third add");
+    assert_eq!(listed(&last.cart.lines), arrival, "the batch's answer");
+
+    let cart = app.get("/cart", Some(&token)).await;
+    let shown: Vec<i64> = cart.body["lines"].as_array().unwrap().iter().map(|l| l["productId"].as_i64().unwrap()).collect();
+    assert_eq!(shown, arrival, "GET /cart");
+}
+
 /// A cart that another transaction keeps locked holds up its own changes only: the batch that
 /// waits for it gives up after its lock timeout, and the next batch goes ahead while that
 /// cart's change waits on its own.
@@ -448,7 +471,7 @@ async fn a_cart_locked_elsewhere_holds_up_only_its_own_changes() {
     use emporium_api::cart::CartWriter;
     use emporium_entities::store::carts::CartChange;
 
-    let (app, ids, (user_a, a), (user_b, _)) = two_shoppers(&[100]).await;
+    let (app, ids, (user_a, a), (user_b, _, _)) = two_shoppers(&[100]).await;
     let writer = CartWriter::spawn(app.db().clone(), 1, None);
     let add = CartChange::Add { product_id: ids[0], quantity: 1 };
 

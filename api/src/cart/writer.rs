@@ -1,10 +1,10 @@
 //! Signed-in cart changes go to Postgres in batches: while `in_flight` batches are running,
 //! new changes wait in a queue, and the next free slot sends everything queued as one
-//! `cart_change_batch` statement with one commit. An idle store sends batches of one, so a lone
+//! `cart_changes` statement with one commit. An idle store sends batches of one, so a lone
 //! change waits for nothing; a busy one pays a round trip, a commit and a backend wake-up per
 //! batch instead of per change, which is where a signed-in write's Postgres time went.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use prometheus::Histogram;
 use sea_orm::{DatabaseConnection, DbErr, RuntimeErr, sqlx};
@@ -21,6 +21,11 @@ use super::MAX_LINE_QUANTITY;
 /// Most changes in one statement: enough for every client of a busy instance, small enough
 /// that one batch holds its carts' locks briefly.
 const MAX_BATCH: usize = 64;
+
+/// How long a batch waits for a cart locked elsewhere before it fails and its changes go one by
+/// one (see `write`): long enough for any change, short enough that the other carts of the batch
+/// are not kept waiting by one in a long transaction.
+const BATCH_LOCK_TIMEOUT: Duration = Duration::from_millis(250);
 
 struct Job {
     user: Uuid,
@@ -75,7 +80,7 @@ async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flig
 /// Sends one batch, holding `slot` while the batch runs.
 async fn write(db: &DatabaseConnection, batch: Vec<Job>, slot: OwnedSemaphorePermit) {
     let changes: Vec<(Uuid, CartChange)> = batch.iter().map(|job| (job.user, job.change)).collect();
-    match carts::change_user_carts(db, &changes, MAX_LINE_QUANTITY).await {
+    match carts::change_user_carts(db, &changes, MAX_LINE_QUANTITY, Some(BATCH_LOCK_TIMEOUT)).await {
         Ok(outcomes) => {
             for (job, outcome) in batch.into_iter().zip(outcomes) {
                 let _ = job.reply.send(outcome); // the request may have gone; the change stands

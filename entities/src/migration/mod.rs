@@ -9,6 +9,7 @@ mod m20261202_000010_outbox_txid;
 mod m20261203_000001_cart_change_function;
 mod m20261206_000001_cart_merges_by_take;
 mod m20261206_000002_cart_change_batch;
+mod m20261206_000003_cart_changes;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_cart_change_function::Migration),
             Box::new(m20261206_000001_cart_merges_by_take::Migration),
             Box::new(m20261206_000002_cart_change_batch::Migration),
+            Box::new(m20261206_000003_cart_changes::Migration),
         ]
     }
 }

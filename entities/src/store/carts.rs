@@ -183,7 +183,7 @@ pub struct PricedCart {
     pub products: Vec<CartProduct>,
 }
 
-/// One row of `cart_change(...)` (see the migration that creates it).
+/// One row of `cart_changes(...)` for one change (see the migration that creates it).
 #[derive(Debug, FromQueryResult)]
 struct ChangeRow {
     status: i32,
@@ -205,25 +205,20 @@ struct ChangeRow {
 }
 
 /// Applies `change` to the user's cart on `db` (the pool, or a transaction it joins) and
-/// returns the cart as committed, priced. One round trip: the function locks the cart row, so
-/// concurrent changes to one cart queue up instead of losing each other's updates.
+/// returns the cart as committed, priced. One round trip: `cart_changes` locks the cart row
+/// first, so concurrent changes to one cart queue up instead of losing each other's updates, and
+/// a cart locked elsewhere is waited for as long as it takes.
 pub async fn change_user_cart<C: ConnectionTrait>(
     db: &C,
     user_id: Uuid,
     change: CartChange,
     max_line: i32,
 ) -> Result<PricedCart, CartError> {
-    let (mode, product_id, quantity) = change.parts();
-    let rows = ChangeRow::find_by_statement(stmt(
-        "SELECT * FROM cart_change($1, $2, $3, $4, $5, $6)",
-        vec![user_id.into(), Uuid::now_v7().into(), mode.into(), product_id.into(), quantity.into(), max_line.into()],
-    ))
-    .all(db)
-    .await?;
-    priced_change(rows, max_line)
+    let mut outcomes = change_user_carts(db, &[(user_id, change)], max_line, None).await?;
+    outcomes.pop().ok_or(CartError::Store(StoreError::NotFound))?
 }
 
-/// The outcome of one change from its `cart_change` rows: a refusal, or the cart as committed.
+/// The outcome of one change from its `cart_changes` rows: a refusal, or the cart as committed.
 fn priced_change(rows: Vec<ChangeRow>, max_line: i32) -> Result<PricedCart, CartError> {
     let first = rows.first().ok_or(StoreError::NotFound)?;
     match first.status {
@@ -263,7 +258,7 @@ fn priced_change(rows: Vec<ChangeRow>, max_line: i32) -> Result<PricedCart, Cart
     Ok(PricedCart { cart: UserCart { version, lines }, products })
 }
 
-/// One row of `cart_change_batch(...)`: a `cart_change` row of the change at `idx`.
+/// One row of `cart_changes(...)`: a row of the change at `idx`.
 struct BatchRow {
     idx: i32,
     row: ChangeRow,
@@ -278,11 +273,13 @@ impl FromQueryResult for BatchRow {
 /// Applies several users' changes in one statement and one commit, each exactly as
 /// `change_user_cart` would, and returns their outcomes in the order given. Changes to one user
 /// are applied in the order given. A refused change does not affect the others; an `Err` means
-/// nothing was applied (the statement failed as a whole).
+/// nothing was applied (the statement failed as a whole). `lock_timeout`, when given, fails the
+/// statement rather than waiting longer for a cart locked elsewhere.
 pub async fn change_user_carts<C: ConnectionTrait>(
     db: &C,
     changes: &[(Uuid, CartChange)],
     max_line: i32,
+    lock_timeout: Option<std::time::Duration>,
 ) -> Result<Vec<Result<PricedCart, CartError>>, sea_orm::DbErr> {
     // Carts are locked in user order, so two batches running at once cannot deadlock; the
     // sort is stable, so one user's changes keep their order.
@@ -297,15 +294,19 @@ pub async fn change_user_carts<C: ConnectionTrait>(
         })
         .collect();
     let rows = BatchRow::find_by_statement(stmt(
-        "SELECT * FROM cart_change_batch($1, $2)",
-        vec![serde_json::Value::Array(payload).into(), max_line.into()],
+        "SELECT * FROM cart_changes($1, $2, $3)",
+        vec![
+            serde_json::Value::Array(payload).into(),
+            max_line.into(),
+            lock_timeout.map(|t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX)).into(),
+        ],
     ))
     .all(db)
     .await?;
     let mut per_change: Vec<Vec<ChangeRow>> = changes.iter().map(|_| Vec::new()).collect();
     for BatchRow { idx, row } in rows {
         let position = usize::try_from(idx).ok().and_then(|p| order.get(p)).copied();
-        let position = position.ok_or_else(|| sea_orm::DbErr::Custom(format!("cart_change_batch returned change {idx} of {}", changes.len())))?;
+        let position = position.ok_or_else(|| sea_orm::DbErr::Custom(format!("cart_changes returned change {idx} of {}", changes.len())))?;
         per_change[position].push(row);
     }
     Ok(per_change.into_iter().map(|rows| priced_change(rows, max_line)).collect())
