@@ -155,7 +155,7 @@ async fn main() {
     for (kind, name, shop, anonymous) in kinds_to_run {
         let Some(shop) = shop.filter(|_| selected(kind)) else { continue };
         let identities = if anonymous { &shop.sessions } else { &shop.tokens };
-        // Unmeasured first: the pool's Postgres backends compile `cart_change()` and fill
+        // Unmeasured first: the pool's Postgres backends compile `cart_changes()` and fill
         // their caches, and the clients open their connections, once per process, not per
         // request a shopper makes.
         run(&shop.app, Pace::Saturate, warmup, &shop.products, identities).await;
