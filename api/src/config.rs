@@ -42,6 +42,11 @@ pub struct Config {
     /// Batches of signed-in cart changes sent to Postgres at once (`EMPORIUM_CART_WRITE_BATCHES`);
     /// changes arriving meanwhile wait and go together in the next batch; 0 sends each alone.
     pub cart_write_batches: usize,
+    /// How often an idle `GET /cart/events` stream sends a comment
+    /// (`EMPORIUM_CART_EVENTS_KEEP_ALIVE_SECS`): it keeps proxies from closing the stream, and a
+    /// device that went away is noticed at the second write after it left, which ends its
+    /// subscription.
+    pub cart_events_keep_alive: Duration,
     pub redis_url: String,
     pub temporal_address: String,
     pub temporal_namespace: String,
@@ -156,6 +161,7 @@ impl Config {
                     .context("EMPORIUM_CART_WRITE_BATCHES must be a whole number up to 64 (0 sends each change alone)")?,
                 None => DEFAULT_CART_WRITE_BATCHES,
             },
+            cart_events_keep_alive: seconds("EMPORIUM_CART_EVENTS_KEEP_ALIVE_SECS", 15)?,
             redis_url: string("REDIS_URL", "redis://127.0.0.1:6379"),
             temporal_address: string("TEMPORAL_ADDRESS", "http://127.0.0.1:7233"),
             temporal_namespace: string("TEMPORAL_NAMESPACE", "emporium"),

@@ -441,6 +441,82 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
     assert_eq!((batch_sizes.get_sample_count(), batch_sizes.get_sample_sum()), (4, 10.0));
 }
 
+/// Many shoppers' changes of every kind in one `cart_changes` call (several changes to one cart
+/// included, so it runs them in rounds) give each change the outcome it gets when sent alone, in
+/// the same order, to a twin shopper: the same refusals, versions, lines and prices, and the
+/// same carts stored, lines in the same order.
+#[tokio::test]
+async fn a_batch_of_random_changes_matches_the_same_changes_sent_one_at_a_time() {
+    use emporium_entities::store::carts::{self, CartChange, CartError, PricedCart};
+
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut products = stock_products(&app, &admin, &[3, 50, 200, 10, 10]).await;
+    let euro = app.patch(&format!("/admin/products/{}", products[3]), Some(&admin), json!({ "price": { "amount": 900, "currency": "EUR" } })).await;
+    assert_eq!(euro.status, StatusCode::OK, "{}", euro.text);
+    assert_eq!(app.delete(&format!("/admin/products/{}", products[4]), Some(&admin)).await.status, StatusCode::NO_CONTENT);
+    products.push(999_999); // no such product
+    let mut batched = Vec::new();
+    let mut alone = Vec::new();
+    for _ in 0..5 {
+        batched.push(uuid::Uuid::parse_str(&app.register_customer().await.1).unwrap());
+        alone.push(uuid::Uuid::parse_str(&app.register_customer().await.1).unwrap());
+    }
+    // xorshift: the same changes on every run, no seed to pass around
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut pick = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let outcome = |result: Result<PricedCart, CartError>| match result {
+        Ok(priced) => {
+            let lines: Vec<_> = priced.cart.lines.iter().map(|l| (l.product_id, l.quantity, l.unit_price_minor)).collect();
+            let mut prices: Vec<_> = priced.products.iter().map(|p| (p.id, p.price_minor, p.available, p.deleted)).collect();
+            prices.sort();
+            format!("v{} {lines:?} {prices:?}", priced.cart.version)
+        }
+        Err(refused) => format!("{refused:?}"),
+    };
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..40 {
+        let size = 1 + pick(16);
+        let mut batch = Vec::with_capacity(size);
+        for _ in 0..size {
+            let (product_id, quantity) = (products[pick(products.len())], [1, 2, 50, 60][pick(4)]);
+            let change = match pick(10) {
+                0..=4 => CartChange::Add { product_id, quantity },
+                5..=6 => CartChange::Set { product_id, quantity },
+                7..=8 => CartChange::Remove { product_id },
+                _ => CartChange::Clear,
+            };
+            batch.push((pick(batched.len()), change));
+        }
+        let changes: Vec<_> = batch.iter().map(|&(shopper, change)| (batched[shopper], change)).collect();
+        let together = carts::change_user_carts(app.db(), &changes, 99, None).await.expect("the batch runs");
+        assert_eq!(together.len(), batch.len());
+        for (&(shopper, change), together) in batch.iter().zip(together) {
+            let by_itself = carts::change_user_cart(app.db(), alone[shopper], change, 99).await;
+            let (together, by_itself) = (outcome(together), outcome(by_itself));
+            assert_eq!(together, by_itself, "{change:?} to shopper {shopper}");
+            *kinds.entry(together.split([' ', '{']).next().unwrap().trim_end_matches(char::is_numeric).to_owned()).or_default() += 1;
+        }
+    }
+    for (b, a) in batched.iter().zip(&alone) {
+        let (b, a) = (carts::load_user_cart(app.db(), *b).await.unwrap(), carts::load_user_cart(app.db(), *a).await.unwrap());
+        let lines = |cart: &carts::UserCart| cart.lines.iter().map(|l| (l.product_id, l.quantity)).collect::<Vec<_>>();
+        assert_eq!((b.version, lines(&b)), (a.version, lines(&a)), "stored carts");
+    }
+    // every outcome came up, or the changes prove less than they seem to
+    let seen: Vec<&str> = kinds.keys().map(String::as_str).collect();
+    assert_eq!(
+        seen,
+        ["CurrencyMismatch", "InsufficientStock", "LineLimit", "LineNotFound", "ProductNotFound", "v"],
+        "{kinds:?}"
+    );
+}
+
 /// Lines one shopper adds in one batch list in the order they were added, as lines added one
 /// request at a time do, not by product id (one transaction, but each line its own time).
 #[tokio::test]
@@ -488,6 +564,43 @@ async fn a_cart_locked_elsewhere_holds_up_only_its_own_changes() {
     assert_eq!(stored_lines(&app, &a).await, [(ids[0], 2)]);
 }
 
+/// A device listening on `GET /cart/events`.
+struct CartEventsClient {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl CartEventsClient {
+    async fn open(app: &TestApp, token: &str) -> Self {
+        let response = app.client.get(format!("{}/cart/events", app.address)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        Self { body: Box::pin(response.bytes_stream()), buffer: String::new() }
+    }
+
+    /// The next cart pushed, within 10 s.
+    async fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    return serde_json::from_str(data).unwrap();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next()).await.expect("an event within 10 s");
+            self.buffer.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+        }
+    }
+}
+
+/// How many connections Redis has subscribed to `user`'s cart events.
+async fn cart_event_subscribers(redis: &fred::clients::Client, user: &str) -> i64 {
+    use fred::interfaces::PubsubInterface;
+    let counts: Vec<fred::types::Value> = redis.pubsub_numsub(format!("cart-events:{user}")).await.unwrap();
+    counts[1].as_i64().unwrap()
+}
+
 #[tokio::test]
 async fn another_device_receives_cart_changes_as_server_sent_events() {
     let app = spawn_app().await;
@@ -499,24 +612,8 @@ async fn another_device_receives_cart_changes_as_server_sent_events() {
     let laptop = app.post("/auth/login", None, json!({ "email": email, "password": "two-devices" })).await;
     let laptop = laptop.body["accessToken"].as_str().unwrap().to_owned();
 
-    let response = app.client.get(format!("{}/cart/events", app.address)).bearer_auth(&phone).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut next_event = async || -> Value {
-        loop {
-            if let Some(end) = buffer.find("\n\n") {
-                let event: String = buffer.drain(..end + 2).collect();
-                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
-                    return serde_json::from_str(data).unwrap();
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await.expect("an event within 10 s");
-            buffer.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
-        }
-    };
+    let mut phone_events = CartEventsClient::open(&app, &phone).await;
+    let mut next_event = async || phone_events.next().await;
     let initial = next_event().await;
     assert_eq!(initial["lines"], json!([]));
 
@@ -534,6 +631,69 @@ async fn another_device_receives_cart_changes_as_server_sent_events() {
     assert_eq!(cleared["lines"], json!([]), "the next event is this user's, not the stranger's");
 
     assert_eq!(app.get("/cart/events", None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// An instance subscribes to a user's cart events while a device of that user listens on it,
+/// once however many devices, and not at all otherwise: it never hears of other carts.
+#[tokio::test]
+async fn an_instance_subscribes_to_the_cart_events_of_its_listening_users_only() {
+    // a device that left is noticed at the second keep-alive written to it
+    let app = spawn_app_with(|config| config.cart_events_keep_alive = Duration::from_millis(200)).await;
+    let redis = redis(&app.config.redis_url).await;
+    let (token, user) = app.register_customer().await;
+    let (_, bystander) = app.register_customer().await;
+    assert_eq!(cart_event_subscribers(&redis, &user).await, 0);
+
+    let mut phone = CartEventsClient::open(&app, &token).await;
+    assert_eq!(phone.next().await["lines"], json!([]));
+    let mut laptop = CartEventsClient::open(&app, &token).await;
+    assert_eq!(laptop.next().await["lines"], json!([]));
+    assert_eq!(cart_event_subscribers(&redis, &user).await, 1, "one subscription for both devices");
+    assert_eq!(cart_event_subscribers(&redis, &bystander).await, 0);
+
+    drop(phone);
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[10]).await;
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 2 })).await;
+    assert_eq!(quantity_of(&laptop.next().await, ids[0]), 2, "the laptop still hears after the phone left");
+
+    drop(laptop);
+    let mut patience = 100;
+    while cart_event_subscribers(&redis, &user).await != 0 {
+        patience -= 1;
+        assert!(patience > 0, "the subscription outlived the last device");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Events arriving faster than an instance routes them (here thousands published at once) make
+/// its devices resend the cart as it is now; live updates go on afterwards.
+#[tokio::test]
+async fn live_updates_go_on_after_a_burst_of_events_too_fast_to_route() {
+    use fred::interfaces::PubsubInterface;
+
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[10]).await;
+    let (token, user) = app.register_customer().await;
+    let mut device = CartEventsClient::open(&app, &token).await;
+    assert_eq!(device.next().await["lines"], json!([]));
+
+    let redis = redis(&app.config.redis_url).await;
+    let burst = redis.pipeline();
+    let noise = "x".repeat(1_000);
+    for _ in 0..5_000 {
+        let _: () = burst.publish(format!("cart-events:{user}"), noise.as_str()).await.unwrap();
+    }
+    let _: Vec<i64> = burst.all().await.unwrap();
+
+    app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 3 })).await;
+    // resent carts may come first; the change must come
+    let mut resent = 0;
+    while quantity_of(&device.next().await, ids[0]) != 3 {
+        resent += 1;
+        assert!(resent < 1_000, "the change never came");
+    }
 }
 
 #[tokio::test]

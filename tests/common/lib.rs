@@ -66,6 +66,7 @@ pub fn test_config(database_url: &str, search_dir: &std::path::Path) -> Config {
         database_url: database_url.to_owned(),
         database_max_connections: 10,
         cart_write_batches: emporium_api::config::DEFAULT_CART_WRITE_BATCHES,
+        cart_events_keep_alive: Duration::from_secs(15),
         redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
         temporal_address: var("TEMPORAL_ADDRESS", "http://127.0.0.1:7233"),
         temporal_namespace: var("TEMPORAL_NAMESPACE", "emporium"),

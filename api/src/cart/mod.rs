@@ -18,7 +18,7 @@ use emporium_entities::store::carts::{
 };
 
 pub use anonymous::SessionId;
-pub use events::CartEvents;
+pub use events::{CartEvent, CartEventStream, CartEvents};
 pub use view::{CartLineView, CartView};
 pub use writer::CartWriter;
 

@@ -14,7 +14,7 @@ use emporium_entities::store::carts::CartChange;
 use super::ApiTags;
 use crate::{
     auth::BearerAuth,
-    cart::{CartOwner, CartView, MAX_LINE_QUANTITY, SessionId},
+    cart::{CartEvent, CartOwner, CartView, MAX_LINE_QUANTITY, SessionId},
     error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
 };
@@ -169,33 +169,35 @@ impl CartApi {
     async fn cart_events(&self, state: Data<&AppState>, auth: BearerAuth) -> ApiResult<CartEventsResponse> {
         let user = auth.user_id();
         // Subscribe before reading, so no change between the two is missed.
-        let receiver = state.carts.events().subscribe();
+        let events = state.carts.events().subscribe(user).await.map_err(|e| ApiError::unavailable("live cart updates", e))?;
         let initial = state.carts.view(&CartOwner::User(user)).await?;
         let carts = state.carts.clone();
-        let updates = futures::stream::unfold((receiver, carts), move |(mut receiver, carts)| async move {
+        let keep_alive = state.config.cart_events_keep_alive;
+        let updates = futures::stream::unfold((events, carts), move |(mut events, carts)| async move {
             loop {
-                match receiver.recv().await {
-                    Ok((owner, json)) if owner == user => {
+                let resync = match events.receiver.recv().await {
+                    Ok(CartEvent::Changed(json)) => {
                         let value: Option<serde_json::Value> = serde_json::from_str(&json).ok();
-                        if let Ok(view) = CartView::parse_from_json(value) {
-                            return Some((view, (receiver, carts)));
+                        match CartView::parse_from_json(value) {
+                            Ok(view) => return Some((view, (events, carts))),
+                            Err(_) => false, // not a cart: nothing to send
                         }
                     }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        // missed some: send the cart as it is now
-                        if let Ok(view) = carts.view(&CartOwner::User(user)).await {
-                            return Some((view, (receiver, carts)));
-                        }
-                    }
+                    // missed some: send the cart as it is now
+                    Ok(CartEvent::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                };
+                if resync {
+                    if let Ok(view) = carts.view(&CartOwner::User(user)).await {
+                        return Some((view, (events, carts)));
+                    }
                 }
             }
         });
         let stream = futures::stream::once(async move { initial }).chain(updates).boxed();
         Ok(CartEventsResponse::Ok(
             EventStream::new(stream)
-                .keep_alive(Duration::from_secs(15))
+                .keep_alive(keep_alive)
                 .to_event(|cart| poem::web::sse::Event::message(cart.to_json_string()).event_type("cart")),
         ))
     }

@@ -14,7 +14,7 @@ pub struct Migration;
 /// A refusal changes no line (a cart row created for it stays, empty; the version counter moves)
 /// and returns one row without a line; success returns the lines, unordered (one all-NULL line
 /// row when the cart is empty). Four statements on the way: lock, read, write, lines.
-const CREATE: &str = r#"
+pub(super) const CREATE: &str = r#"
 CREATE OR REPLACE FUNCTION cart_change(
     p_user uuid, p_new_cart uuid, p_mode text, p_product bigint, p_quantity integer, p_max_line integer)
 RETURNS TABLE (

@@ -15,7 +15,7 @@ pub struct Migration;
 /// whole batch, and nothing of it is applied. A cart locked elsewhere for longer than the lock
 /// timeout fails the batch too (the caller then sends the changes one by one), rather than
 /// keeping every other cart of the batch waiting with it.
-const CREATE: &str = r#"
+pub(super) const CREATE: &str = r#"
 CREATE OR REPLACE FUNCTION cart_change_batch(p_changes jsonb, p_max_line integer)
 RETURNS TABLE (
     idx integer, status integer, in_cart integer, available integer, cart_currency text, version bigint,

@@ -27,7 +27,7 @@ pub struct Migration;
 ///
 /// A line added gets `clock_timestamp()` as `added_at`, not the transaction's `now()`, so lines
 /// one user adds in the same batch list in the order they were added.
-const CREATE: &str = r#"
+pub(super) const CREATE: &str = r#"
 CREATE OR REPLACE FUNCTION cart_changes(p_changes jsonb, p_max_line integer, p_lock_timeout_ms integer)
 RETURNS TABLE (
     idx integer, status integer, in_cart integer, available integer, cart_currency text, version bigint,

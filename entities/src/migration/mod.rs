@@ -10,6 +10,7 @@ mod m20261203_000001_cart_change_function;
 mod m20261206_000001_cart_merges_by_take;
 mod m20261206_000002_cart_change_batch;
 mod m20261206_000003_cart_changes;
+mod m20261207_000001_cart_changes_by_round;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_cart_merges_by_take::Migration),
             Box::new(m20261206_000002_cart_change_batch::Migration),
             Box::new(m20261206_000003_cart_changes::Migration),
+            Box::new(m20261207_000001_cart_changes_by_round::Migration),
         ]
     }
 }
