@@ -218,9 +218,7 @@ async fn close(subscriber: &SubscriberClient, shared: &Shared, user: Uuid) {
             None => false,
         }
     };
-    if last {
-        if let Err(err) = subscriber.unsubscribe(channel(user)).await {
-            tracing::warn!(error = %err, "could not unsubscribe from a user's cart events");
-        }
+    if last && let Err(err) = subscriber.unsubscribe(channel(user)).await {
+        tracing::warn!(error = %err, "could not unsubscribe from a user's cart events");
     }
 }

@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use futures::{StreamExt, stream::BoxStream};
 use poem::{Request, web::Data};
 use poem_openapi::{
@@ -187,10 +185,8 @@ impl CartApi {
                     Ok(CartEvent::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 };
-                if resync {
-                    if let Ok(view) = carts.view(&CartOwner::User(user)).await {
-                        return Some((view, (events, carts)));
-                    }
+                if resync && let Ok(view) = carts.view(&CartOwner::User(user)).await {
+                    return Some((view, (events, carts)));
                 }
             }
         });
