@@ -196,8 +196,7 @@ async fn manage(subscriber: SubscriberClient, shared: Arc<Shared>, mut requests:
                     }
                 };
                 // the request may have gone; its stream, never made, closes nothing
-                if let Err(Ok(unused)) = reply.send(outcome) {
-                    drop(unused);
+                if let Err(Ok(_)) = reply.send(outcome) {
                     close(&subscriber, &shared, user).await;
                 }
             }

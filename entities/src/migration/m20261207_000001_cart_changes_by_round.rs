@@ -152,8 +152,8 @@ BEGIN
         RETURN QUERY
             SELECT d.idx, d.status,
                    CASE WHEN d.status = 0 THEN COALESCE(d.wanted, 0) ELSE COALESCE(d.existing, 0) END,
-                   COALESCE(d.available, 0),
-                   CASE WHEN d.status = 0 THEN NULL ELSE d.other END,
+                   d.available,
+                   d.other, -- NULL unless refused for it
                    d.version, ci.product_id, ci.quantity, ci.unit_price_minor,
                    CASE WHEN d.status = 0 THEN ci.currency ELSE d.currency END,
                    ci.added_at, p.sku, p.title, p.price_minor, p.currency,
