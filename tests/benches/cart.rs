@@ -8,7 +8,8 @@
 //!
 //! Each kind runs twice: saturated (every client sends again as soon as it has an answer), which
 //! gives the capacity, then paced at a share of that capacity (`LOADS`, half and three quarters by default) with the
-//! same clients, which gives the latency a shopper sees at that load. Saturated latency is mostly
+//! same clients, which gives the latency a shopper sees at that load: each request goes out when it
+//! falls due, on another connection of its client if the last is still unanswered. Saturated latency is mostly
 //! queueing (32 clients / throughput by Little's law); half load is where the design states
 //! checkout's latency target. TAIL=1 also prints, for each run, the slowest requests with when
 //! they were sent and how the slowest 1% spread over the run (a stall shows as a cluster).
@@ -25,7 +26,7 @@ use serde_json::json;
 
 use emporium_tests::{
     TestApp,
-    load::{LoadClient, Pace, Pacer, latency_loads, percentile},
+    load::{Connections, Exchange, Pace, drive, latency_loads, percentile},
     spawn_app_with,
 };
 
@@ -39,6 +40,8 @@ struct Figures {
     p50: Duration,
     p99: Duration,
     max: Duration,
+    /// connections the clients have opened so far (one each while only saturated)
+    connections: usize,
 }
 
 impl Figures {
@@ -48,49 +51,51 @@ impl Figures {
 
     fn print(&self, name: &str) {
         println!(
-            "{name:<52} {:>8} ops  {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+            "{name:<52} {:>8} ops  {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  {:>4} connections",
             self.ops,
             self.per_second(),
             self.p50.as_secs_f64() * 1e3,
             self.p99.as_secs_f64() * 1e3,
-            self.max.as_secs_f64() * 1e3
+            self.max.as_secs_f64() * 1e3,
+            self.connections
         );
     }
 }
 
-/// Each client alternates "add 1" and "set quantity to 1" on its own line, on its own
-/// keep-alive connection, at `pace`.
-async fn run(app: &TestApp, pace: Pace, ops: usize, products: &[i64], identities: &[Identity]) -> Figures {
+/// Each client alternates "add 1" and "set quantity to 1" on its own line, on keep-alive
+/// connections of its own (one when saturating; when paced, as many as its requests in flight
+/// need, see `load::drive`), at `pace`.
+async fn run(pace: Pace, ops: usize, products: &[i64], identities: &[Identity], connections: &[Connections]) -> Figures {
     let clients = identities.len();
     let started = Instant::now();
     let start = tokio::time::Instant::now();
-    let tasks = identities.iter().cloned().enumerate().map(|(i, identity)| {
-        let mut client = LoadClient::new(&app.address);
+    let tasks = identities.iter().cloned().zip(connections.iter().cloned()).enumerate().map(|(i, (identity, connections))| {
         let product = products[i % products.len()];
         let add = Bytes::from(json!({ "productId": product, "quantity": 1 }).to_string());
         let set = Bytes::from(json!({ "quantity": 1 }).to_string());
         let item = format!("/cart/items/{product}");
         tokio::spawn(async move {
-            let session = HeaderName::from_static("x-session-id");
-            let mut pacer = Pacer::new(pace, i, clients, start);
-            let mut latencies = Vec::with_capacity(ops);
-            for op in 0..ops {
-                let (method, path, body) =
-                    if op % 2 == 0 { (Method::POST, "/cart/items", add.clone()) } else { (Method::PATCH, item.as_str(), set.clone()) };
-                let sent = pacer.next().await;
-                let (status, _) = match &identity {
-                    Identity::Token(token) => client.send(method, path, Some(token), &[], Some(body)).await,
-                    Identity::Session(id) => client.send(method, path, None, &[(session.clone(), id)], Some(body)).await,
+            drive(&connections, pace, i, clients, start, ops, |op| {
+                let mut exchange = if op % 2 == 0 {
+                    Exchange { body: Some(add.clone()), ..Exchange::new(Method::POST, "/cart/items") }
+                } else {
+                    Exchange { body: Some(set.clone()), ..Exchange::new(Method::PATCH, item.as_str()) }
                 };
-                latencies.push((sent.elapsed(), sent.duration_since(start)));
-                assert_eq!(status, StatusCode::OK, "cart write failed");
-            }
-            latencies
+                match &identity {
+                    Identity::Token(token) => exchange.bearer = Some(token.clone()),
+                    Identity::Session(id) => exchange.headers.push((HeaderName::from_static("x-session-id"), id.clone())),
+                }
+                exchange
+            })
+            .await
         })
     });
     let mut timed: Vec<(Duration, Duration)> = Vec::with_capacity(clients * ops);
     for task in futures::future::join_all(tasks).await {
-        timed.extend(task.expect("client task"));
+        for request in task.expect("client task") {
+            assert_eq!(request.status, StatusCode::OK, "cart write failed");
+            timed.push((request.latency, request.at));
+        }
     }
     let elapsed = started.elapsed();
     if std::env::var("TAIL").is_ok() {
@@ -98,7 +103,14 @@ async fn run(app: &TestApp, pace: Pace, ops: usize, products: &[i64], identities
     }
     let mut all: Vec<Duration> = timed.into_iter().map(|(latency, _)| latency).collect();
     all.sort();
-    Figures { ops: all.len(), elapsed, p50: percentile(&all, 0.50), p99: percentile(&all, 0.99), max: *all.last().unwrap() }
+    Figures {
+        ops: all.len(),
+        elapsed,
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+        max: *all.last().unwrap(),
+        connections: connections.iter().map(Connections::opened).sum(),
+    }
 }
 
 /// The slowest requests with when they were sent: a stall shows as a cluster in time.
@@ -143,7 +155,7 @@ async fn main() {
     let unbatched = if selected("unbatched") { Some(Shop::open(clients, pool, 0).await) } else { None };
 
     println!(
-        "cart benchmark: {clients} concurrent clients x {ops} requests (add / update alternating, after {warmup} unmeasured each), API in-process, one keep-alive connection per client; signed-in changes batched {write_batches} at a time"
+        "cart benchmark: {clients} concurrent clients x {ops} requests (add / update alternating, after {warmup} unmeasured each), API in-process, one keep-alive connection per client when saturated (paced: more when a request falls due before the last is answered); signed-in changes batched {write_batches} at a time"
     );
     let loads = latency_loads();
     let mut results = Vec::new();
@@ -155,15 +167,17 @@ async fn main() {
     for (kind, name, shop, anonymous) in kinds_to_run {
         let Some(shop) = shop.filter(|_| selected(kind)) else { continue };
         let identities = if anonymous { &shop.sessions } else { &shop.tokens };
+        // kept across this kind's runs, as a shopper's browser keeps its connections
+        let connections: Vec<Connections> = identities.iter().map(|_| Connections::new(&shop.app.address)).collect();
         // Unmeasured first: the pool's Postgres backends compile `cart_changes()` and fill
         // their caches, and the clients open their connections, once per process, not per
         // request a shopper makes.
-        run(&shop.app, Pace::Saturate, warmup, &shop.products, identities).await;
-        let saturated = run(&shop.app, Pace::Saturate, ops, &shop.products, identities).await;
+        run(Pace::Saturate, warmup, &shop.products, identities, &connections).await;
+        let saturated = run(Pace::Saturate, ops, &shop.products, identities, &connections).await;
         let mut paced = Vec::new();
         for &load in &loads {
             let pace = Pace::share_of(saturated.per_second(), load);
-            paced.push((load, pace, run(&shop.app, pace, ops, &shop.products, identities).await));
+            paced.push((load, pace, run(pace, ops, &shop.products, identities, &connections).await));
         }
         results.push((kind, name, saturated, paced));
     }

@@ -30,7 +30,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 use emporium_api::catalogue_generator::seed_catalogue;
 use emporium_tests::{
     TestApp, TestDatabase,
-    load::{LoadClient, Pace, Pacer, latency_loads, percentile},
+    load::{Connections, Exchange, LoadClient, Pace, drive, latency_loads, percentile},
     spawn_app_on,
 };
 
@@ -185,19 +185,21 @@ async fn run_http(app: &TestApp, queries: &[BenchQuery], pace: Pace, clients: us
     let started = Instant::now();
     let start = tokio::time::Instant::now();
     let tasks = (0..clients).map(|c| {
-        let mut client = LoadClient::new(&app.address);
+        let connections = Connections::new(&app.address);
         let paths: Vec<String> = queries.iter().map(BenchQuery::http).collect();
         tokio::spawn(async move {
-            let mut pacer = Pacer::new(pace, c, clients, start);
-            let mut latencies = Vec::with_capacity(per_client);
-            for n in 0..per_client {
-                let which = (c * 7 + n) % paths.len();
-                let sent = pacer.next().await;
-                let (status, _) = client.send(Method::GET, &paths[which], None, &[], None).await;
-                latencies.push((sent.elapsed(), sent - start, which));
-                assert_eq!(status, StatusCode::OK, "{}", paths[which]);
-            }
-            latencies
+            let timed = drive(&connections, pace, c, clients, start, per_client, |n| {
+                Exchange::new(Method::GET, paths[(c * 7 + n) % paths.len()].as_str())
+            })
+            .await;
+            timed
+                .into_iter()
+                .map(|request| {
+                    let which = (c * 7 + request.op) % paths.len();
+                    assert_eq!(request.status, StatusCode::OK, "{}", paths[which]);
+                    (request.latency, request.at, which)
+                })
+                .collect::<Vec<_>>()
         })
     });
     let mut all = Vec::new();
