@@ -148,10 +148,12 @@ impl Connections {
 ///
 /// Saturated, the client sends each request when it has the answer to the last. Paced, each
 /// request goes out when it falls due, over a free connection of the client, or a new one when
-/// all are still waiting for answers (up to [`MAX_CONNECTIONS_PER_CLIENT`]). With one connection, a paced request waited behind its
-/// client's previous one: at 75% load each of 32 clients sends a request every ~5 ms and an
-/// answer takes ~4 ms, so that queue, inside the generator and not the server, made the tail.
-/// A store's requests come from many shoppers, none of whom waits for another's answer.
+/// all are still waiting for answers (up to [`MAX_CONNECTIONS_PER_CLIENT`]).
+///
+/// With one connection per client, a paced request waited behind its client's previous one: at
+/// 75% load each of 32 clients sent a request every ~6 ms and an answer took 3 – 4 ms, so that
+/// queue, inside the generator and not the server, made the tail. A store's requests come from
+/// many shoppers, none of whom waits for another's answer.
 pub async fn drive(
     connections: &Connections,
     pace: Pace,
