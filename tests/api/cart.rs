@@ -594,10 +594,15 @@ impl CartEventsClient {
     }
 }
 
+/// The Redis channel of `user`'s cart events.
+fn cart_events_channel(user: &str) -> String {
+    format!("cart-events:{user}")
+}
+
 /// How many connections Redis has subscribed to `user`'s cart events.
 async fn cart_event_subscribers(redis: &fred::clients::Client, user: &str) -> i64 {
     use fred::interfaces::PubsubInterface;
-    let counts: Vec<fred::types::Value> = redis.pubsub_numsub(format!("cart-events:{user}")).await.unwrap();
+    let counts: Vec<fred::types::Value> = redis.pubsub_numsub(cart_events_channel(user)).await.unwrap();
     counts[1].as_i64().unwrap()
 }
 
@@ -613,13 +618,12 @@ async fn another_device_receives_cart_changes_as_server_sent_events() {
     let laptop = laptop.body["accessToken"].as_str().unwrap().to_owned();
 
     let mut phone_events = CartEventsClient::open(&app, &phone).await;
-    let mut next_event = async || phone_events.next().await;
-    let initial = next_event().await;
+    let initial = phone_events.next().await;
     assert_eq!(initial["lines"], json!([]));
 
     let added = app.post("/cart/items", Some(&laptop), json!({ "productId": ids[0], "quantity": 3 })).await;
     assert_eq!(added.status, StatusCode::OK);
-    let pushed = next_event().await;
+    let pushed = phone_events.next().await;
     assert_eq!(quantity_of(&pushed, ids[0]), 3);
     assert_eq!(pushed, added.body);
 
@@ -627,7 +631,7 @@ async fn another_device_receives_cart_changes_as_server_sent_events() {
     let (stranger, _) = app.register_customer().await;
     app.post("/cart/items", Some(&stranger), json!({ "productId": ids[0], "quantity": 1 })).await;
     app.delete("/cart", Some(&laptop)).await;
-    let cleared = next_event().await;
+    let cleared = phone_events.next().await;
     assert_eq!(cleared["lines"], json!([]), "the next event is this user's, not the stranger's");
 
     assert_eq!(app.get("/cart/events", None).await.status, StatusCode::UNAUTHORIZED);
@@ -683,7 +687,7 @@ async fn live_updates_go_on_after_a_burst_of_events_too_fast_to_route() {
     let burst = redis.pipeline();
     let noise = "x".repeat(1_000);
     for _ in 0..5_000 {
-        let _: () = burst.publish(format!("cart-events:{user}"), noise.as_str()).await.unwrap();
+        let _: () = burst.publish(cart_events_channel(&user), noise.as_str()).await.unwrap();
     }
     let _: Vec<i64> = burst.all().await.unwrap();
 

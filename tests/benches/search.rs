@@ -188,14 +188,13 @@ async fn run_http(app: &TestApp, queries: &[BenchQuery], pace: Pace, clients: us
         let connections = Connections::new(&app.address);
         let paths: Vec<String> = queries.iter().map(BenchQuery::http).collect();
         tokio::spawn(async move {
-            let timed = drive(&connections, pace, c, clients, start, per_client, |n| {
-                Exchange::new(Method::GET, paths[(c * 7 + n) % paths.len()].as_str())
-            })
-            .await;
+            // the query of the client's n-th request
+            let which = |n: usize| (c * 7 + n) % paths.len();
+            let timed = drive(&connections, pace, c, clients, start, per_client, |n| Exchange::new(Method::GET, paths[which(n)].as_str())).await;
             timed
                 .into_iter()
                 .map(|request| {
-                    let which = (c * 7 + request.op) % paths.len();
+                    let which = which(request.op);
                     assert_eq!(request.status, StatusCode::OK, "{}", paths[which]);
                     (request.latency, request.at, which)
                 })
