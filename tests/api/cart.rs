@@ -240,6 +240,41 @@ async fn a_price_change_since_adding_is_flagged() {
 }
 
 #[tokio::test]
+async fn carts_are_priced_from_live_products_by_a_query_planned_once() {
+    use emporium_entities::store::carts::cart_products;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ids = stock_products(&app, &admin, &[4, 6, 8]).await;
+    app.delete(&format!("/admin/products/{}", ids[1]), Some(&admin)).await;
+    let sql = |sql: String| Statement::from_string(DbBackend::Postgres, sql);
+    // a product without an inventory row has no units
+    app.db().execute_raw(sql(format!("DELETE FROM inventory WHERE product_id = {}", ids[2]))).await.unwrap();
+
+    assert!(cart_products(app.db(), &[]).await.unwrap().is_empty());
+    let one = cart_products(app.db(), &[ids[0]]).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!((one[0].id, one[0].sku.as_str(), one[0].price_minor, one[0].currency.as_str()), (ids[0], "CART-0", 1_000, "USD"));
+    assert_eq!((one[0].available, one[0].deleted), (4, false));
+    // unknown ids are left out; deleted products come back flagged, for the cart to show them
+    let mut all = cart_products(app.db(), &[ids[2], 987_654, ids[1], ids[0]]).await.unwrap();
+    all.sort_by_key(|p| p.id);
+    let facts: Vec<(i64, i64, i32, bool)> = all.iter().map(|p| (p.id, p.price_minor, p.available, p.deleted)).collect();
+    assert_eq!(facts, [(ids[0], 1_000, 4, false), (ids[1], 2_000, 6, true), (ids[2], 3_000, 0, false)]);
+
+    // Planned once per connection, not at every call: as a prepared statement, `id = ANY($1)`
+    // was planned again at each execution (see migration m20261208_000001). Nothing outside
+    // the function shows its plan cache, so this checks the setting that gives it.
+    let config = app
+        .db()
+        .query_one_raw(sql("SELECT array_to_string(proconfig, ',') AS config FROM pg_proc WHERE proname = 'cart_products'".to_owned()))
+        .await
+        .unwrap()
+        .expect("the function exists");
+    assert_eq!(config.try_get::<String>("", "config").unwrap(), "plan_cache_mode=force_generic_plan");
+}
+
+#[tokio::test]
 async fn stock_limits_and_bad_input_are_refused_and_change_nothing() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;

@@ -11,6 +11,7 @@ mod m20261206_000001_cart_merges_by_take;
 mod m20261206_000002_cart_change_batch;
 mod m20261206_000003_cart_changes;
 mod m20261207_000001_cart_changes_by_round;
+mod m20261208_000001_cart_products_function;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000002_cart_change_batch::Migration),
             Box::new(m20261206_000003_cart_changes::Migration),
             Box::new(m20261207_000001_cart_changes_by_round::Migration),
+            Box::new(m20261208_000001_cart_products_function::Migration),
         ]
     }
 }

@@ -97,12 +97,12 @@ pub async fn cart_products<C: ConnectionTrait>(db: &C, ids: &[i64]) -> Result<Ve
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    // one text parameter for any number of ids: a single statement, prepared once per connection
+    // one text parameter for any number of ids: a single statement, prepared once per connection;
+    // the function keeps its query's plan (see migration m20261208_000001)
     let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     Ok(CartProduct::find_by_statement(stmt(
-        "SELECT p.id, p.sku, p.title, p.price_minor, p.currency, COALESCE(i.available, 0) AS available, \
-         p.deleted_at IS NOT NULL AS deleted FROM products p LEFT JOIN inventory i ON i.product_id = p.id \
-         WHERE p.id = ANY(string_to_array($1, ',')::bigint[])",
+        "SELECT id, sku, title, price_minor, currency, available, deleted \
+         FROM cart_products(string_to_array($1, ',')::bigint[])",
         vec![list.into()],
     ))
     .all(db)
