@@ -210,7 +210,7 @@ async fn login_merges_the_anonymous_cart_once_capping_by_stock_and_line_limit() 
 async fn a_price_change_since_adding_is_flagged() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let ids = stock_products(&app, &admin, &[5, 5]).await;
+    let ids = stock_products(&app, &admin, &[5, 5, 5, 5]).await;
     let (token, _) = app.register_customer().await;
     app.post("/cart/items", Some(&token), json!({ "productId": ids[0], "quantity": 2 })).await;
     app.post("/cart/items", Some(&token), json!({ "productId": ids[1], "quantity": 1 })).await;
@@ -237,6 +237,20 @@ async fn a_price_change_since_adding_is_flagged() {
     assert_eq!(l["lineTotal"]["currency"], "EUR");
     assert_eq!((l["priceChanged"].as_bool(), l["purchasable"].as_bool()), (Some(true), Some(false)));
     assert_eq!((after["total"]["amount"].as_i64(), after["total"]["currency"].as_str()), (Some(2500), Some("USD")));
+
+    // an anonymous add answers with today's price of the lines already there (priced beside
+    // the change) and of the product added
+    let more = &ids[2..];
+    let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": more[0], "quantity": 2 }))).await;
+    let session = first.headers["x-session-id"].to_str().unwrap().to_owned();
+    app.patch(&format!("/admin/products/{}", more[0]), Some(&admin), json!({ "price": { "amount": 900, "currency": "USD" } })).await;
+    let added = anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": more[1], "quantity": 1 }))).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
+    let l = line(&added.body, more[0]).unwrap();
+    assert_eq!((l["unitPrice"]["amount"].as_i64(), l["currentPrice"]["amount"].as_i64()), (Some(3000), Some(900)));
+    assert_eq!((l["priceChanged"].as_bool(), l["lineTotal"]["amount"].as_i64()), (Some(true), Some(1800)));
+    assert_eq!(line(&added.body, more[1]).unwrap()["currentPrice"]["amount"], 4000);
+    assert_eq!(added.body["total"]["amount"], 1800 + 4000);
 }
 
 #[tokio::test]
