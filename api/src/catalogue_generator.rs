@@ -150,7 +150,7 @@ async fn insert_batch(
         let rating = 2.5 + (mix(r ^ 7) % 26) as f32 / 10.0;
         let rating_count = (mix(r ^ 11) % 5000) as i32;
         // one product in ten is sold out
-        let stock = if mix(r ^ 13) % 10 == 0 { 0 } else { (mix(r ^ 17) % 500) as i32 + 1 };
+        let stock = if mix(r ^ 13).is_multiple_of(10) { 0 } else { (mix(r ^ 17) % 500) as i32 + 1 };
         // creation spread over a year, so "newest" means something
         let age_minutes = (mix(r ^ 19) % (365 * 24 * 60)) as i32;
         rows.push(serde_json::json!({

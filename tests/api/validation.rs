@@ -30,7 +30,9 @@ async fn every_bad_input_gets_its_4xx_code_and_changes_nothing() {
     let before = snapshot(&app).await;
 
     let usd = |amount: i64| json!({ "amount": amount, "currency": "USD" });
-    let cases: Vec<(Method, String, Option<&str>, Value, StatusCode, &str)> = vec![
+    // method, path, bearer token, body, expected status and error code
+    type Case<'a> = (Method, String, Option<&'a str>, Value, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (Method::POST, "/auth/register".into(), None, json!({ "email": "not-an-email", "password": "long-enough" }), StatusCode::BAD_REQUEST, "invalid_email"),
         (Method::POST, "/auth/register".into(), None, json!({ "email": "ok@example.com", "password": "short" }), StatusCode::BAD_REQUEST, "invalid_password"),
         (Method::POST, "/auth/register".into(), None, json!({ "email": "ok@example.com" }), StatusCode::BAD_REQUEST, "invalid_body"),

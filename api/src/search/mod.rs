@@ -331,5 +331,5 @@ pub async fn reindex(config: &crate::config::Config) -> anyhow::Result<u64> {
         SearchBackend::OpenSearch { url, index } => Arc::new(opensearch::OpenSearchIndex::new(url, index)?),
     };
     let service = SearchService::with_index(index, &config.search, db, redis, Metrics::new());
-    Ok(service.indexer().rebuild().await.context("failed to rebuild the search index")?)
+    service.indexer().rebuild().await.context("failed to rebuild the search index")
 }

@@ -491,10 +491,10 @@ impl Rebuild for OpenSearchRebuild {
         }
         owner.call(Method::Post, "/_aliases", Some(json!({ "actions": actions }))).await?;
         owner.state.store(Arc::new(Some(Current { index: self.index.clone(), checkpoint: Some(checkpoint) })));
-        if let Some(old) = old {
-            if let Err(err) = owner.call(Method::Delete, &format!("/{old}"), None).await {
-                tracing::warn!(error = %err, index = %old, "could not delete the replaced OpenSearch index");
-            }
+        if let Some(old) = old
+            && let Err(err) = owner.call(Method::Delete, &format!("/{old}"), None).await
+        {
+            tracing::warn!(error = %err, index = %old, "could not delete the replaced OpenSearch index");
         }
         Ok(())
     }

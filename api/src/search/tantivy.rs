@@ -153,6 +153,9 @@ impl Fields {
     }
 }
 
+/// What a generation keeps per segment and "in stock only", built on first use.
+type PerSegment<T> = Mutex<HashMap<(SegmentId, bool), Arc<T>>>;
+
 /// One tantivy index (one generation directory) with its reader and writer.
 struct Generation {
     name: String,
@@ -165,14 +168,14 @@ struct Generation {
     checkpoint: Mutex<Option<Checkpoint>>,
     opstamp: AtomicU64,
     /// Per segment and "in stock only": what browsing without filters needs (see `browse`).
-    browse: Mutex<HashMap<(SegmentId, bool), Arc<BrowseTables>>>,
+    browse: PerSegment<BrowseTables>,
     /// Per segment and "in stock only": what browsing by category or brands needs (see
     /// `browse_cells`).
-    cells: Mutex<HashMap<(SegmentId, bool), Arc<CellTables>>>,
+    cells: PerSegment<CellTables>,
     /// Per segment: each document's facet values in one word (see `DocFacts`).
-    facts: Mutex<HashMap<(SegmentId, bool), Arc<Option<DocFacts>>>>,
+    facts: PerSegment<Option<DocFacts>>,
     /// Per segment: its columns, opened once (see `SegmentColumns`).
-    columns: Mutex<HashMap<(SegmentId, bool), Arc<SegmentColumns>>>,
+    columns: PerSegment<SegmentColumns>,
 }
 
 impl Generation {
@@ -1566,7 +1569,10 @@ mod tests {
         generation
     }
 
-    const FILTERS: [(Option<&[u64]>, Option<&[&str]>, Option<i64>, Option<i64>); 5] = [
+    /// categories, brands, lowest and highest price
+    type Filter = (Option<&'static [u64]>, Option<&'static [&'static str]>, Option<i64>, Option<i64>);
+
+    const FILTERS: [Filter; 5] = [
         (None, None, None, None),
         (Some(&[2, 3]), None, None, Some(9_999)),
         (None, Some(&["sony", "dell"]), Some(1_000), Some(25_000)),
@@ -1578,7 +1584,7 @@ mod tests {
         cached: Option<(&'a Generation, &'a tantivy::Searcher)>,
         relevance: Option<&'a RelevanceTerms>,
         scoring: bool,
-        filter: &(Option<&[u64]>, Option<&[&str]>, Option<i64>, Option<i64>),
+        filter: &Filter,
         in_stock: bool,
         sort: Sort,
     ) -> SearchCollector<'a> {
