@@ -14,8 +14,8 @@ use emporium_entities::store::{
     payments::Purchase,
 };
 use emporium_workflows::checkout::contract::{
-    CART_EMPTY, CheckoutStage, CreateOrderInput, OUT_OF_STOCK, OrderPlaced, PricedLine,
-    RESERVATION_LOST, ReleaseInput, ReserveCheckoutInput, ReservedCheckout, Shortage, Totals,
+    CART_EMPTY, CheckoutStage, CreateOrderInput, OUT_OF_STOCK, OrderPlaced, PricedLine, RESERVATION_LOST, ReleaseInput,
+    ReserveCheckoutInput, ReservedCheckout, Shortage, Totals,
 };
 
 use crate::business_failure;
@@ -31,7 +31,13 @@ pub fn totals(lines: &[PricedLine], currency: &str) -> Totals {
     let subtotal: i64 = lines.iter().map(|l| l.unit_price_minor * i64::from(l.quantity)).sum();
     let tax = (subtotal * TAX_BASIS_POINTS + 5_000) / 10_000;
     let shipping = if subtotal >= FREE_SHIPPING_FROM_MINOR { 0 } else { SHIPPING_MINOR };
-    Totals { currency: currency.to_owned(), subtotal_minor: subtotal, tax_minor: tax, shipping_minor: shipping, total_minor: subtotal + tax + shipping }
+    Totals {
+        currency: currency.to_owned(),
+        subtotal_minor: subtotal,
+        tax_minor: tax,
+        shipping_minor: shipping,
+        total_minor: subtotal + tax + shipping,
+    }
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ActivityError> {
@@ -55,7 +61,11 @@ impl CheckoutActivities {
 impl CheckoutActivities {
     /// Implements `ReserveCheckout`.
     #[activity]
-    pub async fn reserve_checkout(self: Arc<Self>, _ctx: ActivityContext, input: ReserveCheckoutInput) -> Result<ReservedCheckout, ActivityError> {
+    pub async fn reserve_checkout(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: ReserveCheckoutInput,
+    ) -> Result<ReservedCheckout, ActivityError> {
         self.reserve_checkout_now(input).await
     }
 

@@ -12,8 +12,7 @@ use uuid::Uuid;
 use emporium_entities::{
     flash_redis,
     store::{
-        flash_sales,
-        notifications,
+        flash_sales, notifications,
         orders::{self, NewOrder, NewOrderItem},
         payments::Purchase,
     },
@@ -93,9 +92,11 @@ impl FlashSaleActivities {
         // sent together: one round trip's wait, not one per claim, and this repeats while claims
         // are still open
         let expired = flash_sales::expired_claims(&self.db, sale_id, None).await?;
-        futures::future::try_join_all(expired.into_iter().map(|(claim_id, user_id)| flash_redis::give_back(&self.redis, sale_id, user_id, claim_id)))
-            .await
-            .map_err(redis_error)?;
+        futures::future::try_join_all(
+            expired.into_iter().map(|(claim_id, user_id)| flash_redis::give_back(&self.redis, sale_id, user_id, claim_id)),
+        )
+        .await
+        .map_err(redis_error)?;
         let remaining = flash_redis::remaining(&self.redis, sale_id).await.map_err(redis_error)?;
         let tx = self.db.begin().await?;
         let outcome = flash_sales::reconcile(&tx, sale_id, remaining).await?;
@@ -103,7 +104,12 @@ impl FlashSaleActivities {
         Ok(match outcome {
             Some(r) => {
                 tracing::info!(sale_id = %sale_id, ?r, "flash sale reconciled");
-                SaleOutcome { reconciled: true, paid_claims: r.paid_claims, returned_to_stock: r.returned_to_stock, consistent: r.consistent }
+                SaleOutcome {
+                    reconciled: true,
+                    paid_claims: r.paid_claims,
+                    returned_to_stock: r.returned_to_stock,
+                    consistent: r.consistent,
+                }
             }
             None => SaleOutcome::default(),
         })
@@ -120,7 +126,8 @@ impl FlashSaleActivities {
             .await?
             .ok_or_else(|| business_failure("sale_not_found", format!("flash sale {} does not exist", claim.sale_id), None::<()>))?;
         let product = emporium_entities::store::carts::cart_products(&self.db, &[sale.product_id]).await?;
-        let product = product.first().ok_or_else(|| business_failure("product_not_found", "the sale's product is gone".to_owned(), None::<()>))?;
+        let product =
+            product.first().ok_or_else(|| business_failure("product_not_found", "the sale's product is gone".to_owned(), None::<()>))?;
         let line = PricedLine {
             product_id: sale.product_id,
             sku: product.sku.clone(),
@@ -162,7 +169,11 @@ impl FlashSaleActivities {
 
     /// Implements `CreateClaimOrder`.
     #[activity]
-    pub async fn create_claim_order(self: Arc<Self>, _ctx: ActivityContext, input: CreateClaimOrderInput) -> Result<OrderPlaced, ActivityError> {
+    pub async fn create_claim_order(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CreateClaimOrderInput,
+    ) -> Result<OrderPlaced, ActivityError> {
         let (sale_id, user_id, claim_id) = (parse(&input.claim.sale_id)?, parse(&input.claim.user_id)?, parse(&input.claim.claim_id)?);
         let payment_id = parse(&input.payment_id)?;
         let tx = self.db.begin().await?;

@@ -22,7 +22,11 @@ impl InventoryActivities {
 impl InventoryActivities {
     /// Implements `ReleaseExpiredReservations`.
     #[activity]
-    pub async fn release_expired_reservations(self: Arc<Self>, _ctx: ActivityContext, input: SweepInput) -> Result<SweepOutput, ActivityError> {
+    pub async fn release_expired_reservations(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: SweepInput,
+    ) -> Result<SweepOutput, ActivityError> {
         let released = inventory::release_expired(&self.db, input.grace_secs).await?;
         if !released.is_empty() {
             tracing::warn!(owners = ?released, "sweeper released abandoned reservations");

@@ -36,7 +36,8 @@ mod tests {
     use temporalio_common::ActivityDefinition;
 
     use emporium_workflows::{
-        checkout::contract as checkout, flash::contract as flash, order::contract as order, probe::contract as probe, sweeper::contract as sweeper,
+        checkout::contract as checkout, flash::contract as flash, order::contract as order, probe::contract as probe,
+        sweeper::contract as sweeper,
     };
 
     use super::*;

@@ -58,10 +58,7 @@ pub struct NotificationActivities {
 
 impl NotificationActivities {
     pub fn new(db: DatabaseConnection, webhook: Option<Webhook>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("an HTTP client with a timeout builds");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("an HTTP client with a timeout builds");
         Self { db, webhook, http }
     }
 }

@@ -16,42 +16,122 @@ struct CategorySpec {
 }
 
 const CATEGORIES: &[CategorySpec] = &[
-    CategorySpec { slug: "electronics", name: "Electronics", children: &[("headphones", "Headphones"), ("speakers", "Speakers"), ("cameras", "Cameras")],
-        brands: &["Sony", "Bose", "JBL", "Sennheiser", "Canon", "Nikon", "Anker"], nouns: &["Wireless Headphones", "Bluetooth Speaker", "Noise Cancelling Earbuds", "Mirrorless Camera", "Action Camera", "Soundbar", "Studio Monitor"],
-        adjectives: &["Portable", "Compact", "Pro", "Waterproof", "Over-Ear", "4K", "Hi-Res"], price: (1999, 149_999) },
-    CategorySpec { slug: "computers", name: "Computers", children: &[("laptops", "Laptops"), ("monitors", "Monitors"), ("keyboards", "Keyboards & Mice")],
-        brands: &["Lenovo", "Dell", "HP", "Asus", "Apple", "Logitech", "Acer"], nouns: &["Laptop", "Gaming Laptop", "Monitor", "Mechanical Keyboard", "Wireless Mouse", "USB-C Hub", "Webcam"],
-        adjectives: &["Ultra-Thin", "27-inch", "Ergonomic", "Backlit", "Curved", "Lightweight", "RGB"], price: (1499, 299_999) },
-    CategorySpec { slug: "home-kitchen", name: "Home & Kitchen", children: &[("cookware", "Cookware"), ("small-appliances", "Small Appliances")],
-        brands: &["KitchenAid", "Ninja", "Cuisinart", "Tefal", "Le Creuset", "Breville"], nouns: &["Stand Mixer", "Air Fryer", "Blender", "Frying Pan", "Dutch Oven", "Espresso Machine", "Kettle"],
-        adjectives: &["Non-Stick", "Stainless Steel", "Cast Iron", "Digital", "Cordless", "5-Quart", "Programmable"], price: (999, 79_999) },
-    CategorySpec { slug: "books", name: "Books", children: &[("fiction", "Fiction"), ("non-fiction", "Non-Fiction")],
-        brands: &["Penguin", "HarperCollins", "Vintage", "O'Reilly", "Macmillan"], nouns: &["Novel", "Cookbook", "Biography", "Programming Guide", "Poetry Collection", "Travel Guide"],
-        adjectives: &["Illustrated", "Hardcover", "Paperback", "Annotated", "Bestselling", "Collector's"], price: (599, 6_999) },
-    CategorySpec { slug: "sports-outdoors", name: "Sports & Outdoors", children: &[("camping", "Camping"), ("fitness", "Fitness")],
-        brands: &["Coleman", "The North Face", "Patagonia", "Garmin", "Bowflex", "Osprey"], nouns: &["Tent", "Sleeping Bag", "Hiking Backpack", "Yoga Mat", "Dumbbell Set", "GPS Watch", "Water Bottle"],
-        adjectives: &["Ultralight", "2-Person", "Insulated", "Adjustable", "Waterproof", "Trail"], price: (999, 59_999) },
-    CategorySpec { slug: "toys-games", name: "Toys & Games", children: &[("board-games", "Board Games"), ("building-sets", "Building Sets")],
-        brands: &["LEGO", "Hasbro", "Mattel", "Ravensburger", "Playmobil"], nouns: &["Board Game", "Building Set", "Jigsaw Puzzle", "Action Figure", "Remote Control Car", "Card Game"],
-        adjectives: &["Family", "Strategy", "1000-Piece", "Deluxe", "Classic", "Collectible"], price: (799, 24_999) },
-    CategorySpec { slug: "beauty", name: "Beauty & Personal Care", children: &[("skincare", "Skin Care")],
-        brands: &["L'Oreal", "Nivea", "Olay", "Philips", "Braun", "CeraVe"], nouns: &["Moisturizer", "Electric Toothbrush", "Hair Dryer", "Face Serum", "Beard Trimmer", "Sunscreen"],
-        adjectives: &["Hydrating", "Sensitive", "Rechargeable", "SPF 50", "Travel-Size", "Fragrance-Free"], price: (499, 19_999) },
-    CategorySpec { slug: "clothing", name: "Clothing", children: &[("mens", "Men"), ("womens", "Women")],
-        brands: &["Levi's", "Nike", "Adidas", "Uniqlo", "Columbia", "Carhartt"], nouns: &["Jeans", "Running Shoes", "Hoodie", "Rain Jacket", "T-Shirt", "Fleece Jacket", "Sneakers"],
-        adjectives: &["Slim-Fit", "Organic Cotton", "Breathable", "Relaxed", "Windproof", "Classic"], price: (1299, 24_999) },
-    CategorySpec { slug: "garden", name: "Garden & Outdoor", children: &[],
-        brands: &["Gardena", "Bosch", "Weber", "Greenworks", "Fiskars"], nouns: &["Lawn Mower", "Garden Hose", "Gas Grill", "Pruning Shears", "Leaf Blower", "Planter"],
-        adjectives: &["Cordless", "Expandable", "Heavy-Duty", "Electric", "Self-Propelled", "Ceramic"], price: (1499, 89_999) },
-    CategorySpec { slug: "pet-supplies", name: "Pet Supplies", children: &[],
-        brands: &["Purina", "Kong", "Petmate", "Furbo", "PetSafe"], nouns: &["Dog Bed", "Cat Tree", "Chew Toy", "Automatic Feeder", "Pet Camera", "Leash"],
-        adjectives: &["Orthopedic", "Washable", "Durable", "Smart", "Reflective", "Large"], price: (499, 29_999) },
-    CategorySpec { slug: "grocery", name: "Grocery", children: &[],
-        brands: &["Lavazza", "Twinings", "Lindt", "Barilla", "Kind"], nouns: &["Coffee Beans", "Green Tea", "Dark Chocolate", "Pasta", "Granola Bars", "Olive Oil"],
-        adjectives: &["Organic", "Whole Bean", "Extra Virgin", "Gluten-Free", "Family-Size", "Fair Trade"], price: (299, 4_999) },
-    CategorySpec { slug: "office", name: "Office Products", children: &[],
-        brands: &["Moleskine", "Herman Miller", "Brother", "Post-it", "Staedtler"], nouns: &["Notebook", "Office Chair", "Laser Printer", "Desk Lamp", "Fountain Pen", "Label Maker"],
-        adjectives: &["Ergonomic", "Dotted", "Wireless", "LED", "Refillable", "Compact"], price: (399, 99_999) },
+    CategorySpec {
+        slug: "electronics",
+        name: "Electronics",
+        children: &[("headphones", "Headphones"), ("speakers", "Speakers"), ("cameras", "Cameras")],
+        brands: &["Sony", "Bose", "JBL", "Sennheiser", "Canon", "Nikon", "Anker"],
+        nouns: &[
+            "Wireless Headphones",
+            "Bluetooth Speaker",
+            "Noise Cancelling Earbuds",
+            "Mirrorless Camera",
+            "Action Camera",
+            "Soundbar",
+            "Studio Monitor",
+        ],
+        adjectives: &["Portable", "Compact", "Pro", "Waterproof", "Over-Ear", "4K", "Hi-Res"],
+        price: (1999, 149_999),
+    },
+    CategorySpec {
+        slug: "computers",
+        name: "Computers",
+        children: &[("laptops", "Laptops"), ("monitors", "Monitors"), ("keyboards", "Keyboards & Mice")],
+        brands: &["Lenovo", "Dell", "HP", "Asus", "Apple", "Logitech", "Acer"],
+        nouns: &["Laptop", "Gaming Laptop", "Monitor", "Mechanical Keyboard", "Wireless Mouse", "USB-C Hub", "Webcam"],
+        adjectives: &["Ultra-Thin", "27-inch", "Ergonomic", "Backlit", "Curved", "Lightweight", "RGB"],
+        price: (1499, 299_999),
+    },
+    CategorySpec {
+        slug: "home-kitchen",
+        name: "Home & Kitchen",
+        children: &[("cookware", "Cookware"), ("small-appliances", "Small Appliances")],
+        brands: &["KitchenAid", "Ninja", "Cuisinart", "Tefal", "Le Creuset", "Breville"],
+        nouns: &["Stand Mixer", "Air Fryer", "Blender", "Frying Pan", "Dutch Oven", "Espresso Machine", "Kettle"],
+        adjectives: &["Non-Stick", "Stainless Steel", "Cast Iron", "Digital", "Cordless", "5-Quart", "Programmable"],
+        price: (999, 79_999),
+    },
+    CategorySpec {
+        slug: "books",
+        name: "Books",
+        children: &[("fiction", "Fiction"), ("non-fiction", "Non-Fiction")],
+        brands: &["Penguin", "HarperCollins", "Vintage", "O'Reilly", "Macmillan"],
+        nouns: &["Novel", "Cookbook", "Biography", "Programming Guide", "Poetry Collection", "Travel Guide"],
+        adjectives: &["Illustrated", "Hardcover", "Paperback", "Annotated", "Bestselling", "Collector's"],
+        price: (599, 6_999),
+    },
+    CategorySpec {
+        slug: "sports-outdoors",
+        name: "Sports & Outdoors",
+        children: &[("camping", "Camping"), ("fitness", "Fitness")],
+        brands: &["Coleman", "The North Face", "Patagonia", "Garmin", "Bowflex", "Osprey"],
+        nouns: &["Tent", "Sleeping Bag", "Hiking Backpack", "Yoga Mat", "Dumbbell Set", "GPS Watch", "Water Bottle"],
+        adjectives: &["Ultralight", "2-Person", "Insulated", "Adjustable", "Waterproof", "Trail"],
+        price: (999, 59_999),
+    },
+    CategorySpec {
+        slug: "toys-games",
+        name: "Toys & Games",
+        children: &[("board-games", "Board Games"), ("building-sets", "Building Sets")],
+        brands: &["LEGO", "Hasbro", "Mattel", "Ravensburger", "Playmobil"],
+        nouns: &["Board Game", "Building Set", "Jigsaw Puzzle", "Action Figure", "Remote Control Car", "Card Game"],
+        adjectives: &["Family", "Strategy", "1000-Piece", "Deluxe", "Classic", "Collectible"],
+        price: (799, 24_999),
+    },
+    CategorySpec {
+        slug: "beauty",
+        name: "Beauty & Personal Care",
+        children: &[("skincare", "Skin Care")],
+        brands: &["L'Oreal", "Nivea", "Olay", "Philips", "Braun", "CeraVe"],
+        nouns: &["Moisturizer", "Electric Toothbrush", "Hair Dryer", "Face Serum", "Beard Trimmer", "Sunscreen"],
+        adjectives: &["Hydrating", "Sensitive", "Rechargeable", "SPF 50", "Travel-Size", "Fragrance-Free"],
+        price: (499, 19_999),
+    },
+    CategorySpec {
+        slug: "clothing",
+        name: "Clothing",
+        children: &[("mens", "Men"), ("womens", "Women")],
+        brands: &["Levi's", "Nike", "Adidas", "Uniqlo", "Columbia", "Carhartt"],
+        nouns: &["Jeans", "Running Shoes", "Hoodie", "Rain Jacket", "T-Shirt", "Fleece Jacket", "Sneakers"],
+        adjectives: &["Slim-Fit", "Organic Cotton", "Breathable", "Relaxed", "Windproof", "Classic"],
+        price: (1299, 24_999),
+    },
+    CategorySpec {
+        slug: "garden",
+        name: "Garden & Outdoor",
+        children: &[],
+        brands: &["Gardena", "Bosch", "Weber", "Greenworks", "Fiskars"],
+        nouns: &["Lawn Mower", "Garden Hose", "Gas Grill", "Pruning Shears", "Leaf Blower", "Planter"],
+        adjectives: &["Cordless", "Expandable", "Heavy-Duty", "Electric", "Self-Propelled", "Ceramic"],
+        price: (1499, 89_999),
+    },
+    CategorySpec {
+        slug: "pet-supplies",
+        name: "Pet Supplies",
+        children: &[],
+        brands: &["Purina", "Kong", "Petmate", "Furbo", "PetSafe"],
+        nouns: &["Dog Bed", "Cat Tree", "Chew Toy", "Automatic Feeder", "Pet Camera", "Leash"],
+        adjectives: &["Orthopedic", "Washable", "Durable", "Smart", "Reflective", "Large"],
+        price: (499, 29_999),
+    },
+    CategorySpec {
+        slug: "grocery",
+        name: "Grocery",
+        children: &[],
+        brands: &["Lavazza", "Twinings", "Lindt", "Barilla", "Kind"],
+        nouns: &["Coffee Beans", "Green Tea", "Dark Chocolate", "Pasta", "Granola Bars", "Olive Oil"],
+        adjectives: &["Organic", "Whole Bean", "Extra Virgin", "Gluten-Free", "Family-Size", "Fair Trade"],
+        price: (299, 4_999),
+    },
+    CategorySpec {
+        slug: "office",
+        name: "Office Products",
+        children: &[],
+        brands: &["Moleskine", "Herman Miller", "Brother", "Post-it", "Staedtler"],
+        nouns: &["Notebook", "Office Chair", "Laser Printer", "Desk Lamp", "Fountain Pen", "Label Maker"],
+        adjectives: &["Ergonomic", "Dotted", "Wireless", "LED", "Refillable", "Compact"],
+        price: (399, 99_999),
+    },
 ];
 
 const COLOURS: &[&str] = &["Black", "White", "Silver", "Blue", "Red", "Green", "Grey", "Navy"];
@@ -122,11 +202,7 @@ async fn ensure_category(db: &DatabaseConnection, parent: Option<i64>, slug: &st
 /// Inserts one batch of products with their stock and outbox rows in one statement (so one
 /// transaction and one round trip); returns how many were new. The rows travel as one JSON
 /// parameter, which avoids Postgres' limit of 65,535 bind parameters and lets a batch be large.
-async fn insert_batch(
-    db: &DatabaseConnection,
-    range: std::ops::RangeInclusive<u64>,
-    leaves: &[Vec<i64>],
-) -> anyhow::Result<u64> {
+async fn insert_batch(db: &DatabaseConnection, range: std::ops::RangeInclusive<u64>, leaves: &[Vec<i64>]) -> anyhow::Result<u64> {
     let mut rows = Vec::with_capacity((range.end() - range.start() + 1) as usize);
     for n in range {
         let r = mix(n);
@@ -186,11 +262,7 @@ async fn insert_batch(
             FROM stocked ORDER BY product_id RETURNING 1) \
         SELECT COUNT(*) AS created FROM announced";
     let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            [Value::from(serde_json::Value::Array(rows))],
-        ))
+        .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [Value::from(serde_json::Value::Array(rows))]))
         .await?
         .ok_or_else(|| anyhow::anyhow!("the batch insert returned no row"))?;
     let created: i64 = row.try_get("", "created")?;

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
+use sea_orm::DatabaseConnection;
 use temporalio_client::{
-    WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
-    WorkflowSignalOptions, WorkflowStartOptions,
+    WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowSignalOptions,
+    WorkflowStartOptions,
     errors::{WorkflowQueryError, WorkflowStartError, WorkflowUpdateError},
 };
 use temporalio_common::search_attributes::SearchAttributes;
-use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use emporium_entities::store::checkouts;
@@ -16,8 +16,8 @@ use emporium_entities::store::checkouts;
 use emporium_workflows::checkout::{
     CheckoutWorkflow,
     contract::{
-        CHECKOUT_STATUS, CUSTOMER_ID, CheckoutInput, CheckoutStage, CheckoutView, PaymentOutcome, PaymentRequest,
-        REFUSAL_CANCELLED, REFUSAL_CLOSED, REFUSAL_EXPIRED, REFUSAL_NOT_READY, workflow_id,
+        CHECKOUT_STATUS, CUSTOMER_ID, CheckoutInput, CheckoutStage, CheckoutView, PaymentOutcome, PaymentRequest, REFUSAL_CANCELLED,
+        REFUSAL_CLOSED, REFUSAL_EXPIRED, REFUSAL_NOT_READY, workflow_id,
     },
 };
 
@@ -56,7 +56,13 @@ pub fn checkout_id_for(user: Uuid, idempotency_key: Option<&str>) -> Uuid {
 }
 
 impl Checkouts {
-    pub fn new(db: DatabaseConnection, temporal: TemporalGateway, task_queue: String, reservation: Duration, return_window: Duration) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        temporal: TemporalGateway,
+        task_queue: String,
+        reservation: Duration,
+        return_window: Duration,
+    ) -> Self {
         Self { db, temporal, task_queue, reservation, return_window }
     }
 

@@ -169,7 +169,9 @@ impl Config {
             checkout_reservation: seconds("CHECKOUT_RESERVATION_SECS", 600)?,
             order_return_window: seconds("ORDER_RETURN_WINDOW_SECS", 30 * 24 * 3600)?,
             flash_sale_admission_per_sec: match var("FLASH_SALE_ADMISSION_PER_SEC") {
-                Some(v) => v.parse::<u32>().context("FLASH_SALE_ADMISSION_PER_SEC must be a whole number (0 turns the waiting room off)")?.into(),
+                Some(v) => {
+                    v.parse::<u32>().context("FLASH_SALE_ADMISSION_PER_SEC must be a whole number (0 turns the waiting room off)")?.into()
+                }
                 None => 2_000,
             },
             flash_sale_claim_ttl: seconds("FLASH_SALE_CLAIM_TTL_SECS", 120)?,

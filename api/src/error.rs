@@ -101,27 +101,68 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidBody | InvalidParameter | InvalidEmail | InvalidPassword | InvalidSku | InvalidTitle
-            | InvalidBrand | InvalidDescription | InvalidPrice | InvalidCurrency | InvalidQuantity
-            | InvalidAttributes | InvalidName | InvalidSlug | InvalidPage | LimitTooLarge | EmptyUpdate
-            | InvalidSession | InvalidIdempotencyKey | InvalidPaymentMethod | InvalidShippingAddress | CartEmpty
-            | InvalidReturn | InvalidShipment | ReturnQuantityExceeded | ProductNotInOrder | InvalidFlashSale
-            | InvalidSort | InvalidPriceRange | PageTooDeep | QueryTooLong | TooManyBrands => {
-                StatusCode::BAD_REQUEST
-            }
+            InvalidBody
+            | InvalidParameter
+            | InvalidEmail
+            | InvalidPassword
+            | InvalidSku
+            | InvalidTitle
+            | InvalidBrand
+            | InvalidDescription
+            | InvalidPrice
+            | InvalidCurrency
+            | InvalidQuantity
+            | InvalidAttributes
+            | InvalidName
+            | InvalidSlug
+            | InvalidPage
+            | LimitTooLarge
+            | EmptyUpdate
+            | InvalidSession
+            | InvalidIdempotencyKey
+            | InvalidPaymentMethod
+            | InvalidShippingAddress
+            | CartEmpty
+            | InvalidReturn
+            | InvalidShipment
+            | ReturnQuantityExceeded
+            | ProductNotInOrder
+            | InvalidFlashSale
+            | InvalidSort
+            | InvalidPriceRange
+            | PageTooDeep
+            | QueryTooLong
+            | TooManyBrands => StatusCode::BAD_REQUEST,
             Unauthorized | InvalidCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
-            NotFound | ProductNotFound | CategoryNotFound | CartItemNotFound | NotInWishlist | CheckoutNotFound
-            | OrderNotFound | SaleNotFound | ClaimNotFound => StatusCode::NOT_FOUND,
+            NotFound | ProductNotFound | CategoryNotFound | CartItemNotFound | NotInWishlist | CheckoutNotFound | OrderNotFound
+            | SaleNotFound | ClaimNotFound => StatusCode::NOT_FOUND,
             PaymentDeclined | PaymentFailed => StatusCode::PAYMENT_REQUIRED,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            EmailTaken | SkuTaken | SlugTaken | InsufficientStock | LineLimitExceeded | CurrencyMismatch | OutOfStock
-            | CheckoutExpired | CheckoutCancelled | CheckoutClosed | CheckoutNotReady | OrderAlreadyShipped
-            | OrderAlreadyDelivered | OrderCancelled | OrderNotShipped | OrderNotDelivered | ReturnWindowClosed
-            | ReturnInProgress | NoReturnRequested | SaleNotStarted | SaleEnded | SoldOut | PurchaseLimitReached
-            | ClaimExpired => {
-                StatusCode::CONFLICT
-            }
+            EmailTaken
+            | SkuTaken
+            | SlugTaken
+            | InsufficientStock
+            | LineLimitExceeded
+            | CurrencyMismatch
+            | OutOfStock
+            | CheckoutExpired
+            | CheckoutCancelled
+            | CheckoutClosed
+            | CheckoutNotReady
+            | OrderAlreadyShipped
+            | OrderAlreadyDelivered
+            | OrderCancelled
+            | OrderNotShipped
+            | OrderNotDelivered
+            | ReturnWindowClosed
+            | ReturnInProgress
+            | NoReturnRequested
+            | SaleNotStarted
+            | SaleEnded
+            | SoldOut
+            | PurchaseLimitReached
+            | ClaimExpired => StatusCode::CONFLICT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -202,7 +243,11 @@ impl ApiError {
 
     /// 429 `rate_limited` with a `Retry-After` of whole seconds (at least one).
     pub fn rate_limited(retry_after_ms: i64, message: impl Into<String>) -> Self {
-        let body = Json(ErrorBody { code: ErrorCode::RateLimited, message: message.into(), details: Some(serde_json::json!({ "retryAfterMs": retry_after_ms })) });
+        let body = Json(ErrorBody {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+            details: Some(serde_json::json!({ "retryAfterMs": retry_after_ms })),
+        });
         ApiError::TooManyRequests(body, (retry_after_ms.max(1) as u64).div_ceil(1000))
     }
 
@@ -242,8 +287,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// Turns every error that leaves the router (our own, poem's and poem-openapi's parse errors)
 /// into a `{code, message}` body, so clients never see plain-text errors.
 pub async fn render_error(err: Error) -> Response {
-    use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParsePathError,
-        ParseRequestPayloadError};
+    use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError};
 
     let (code, message) = if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
         (ErrorCode::InvalidBody, format!("invalid request body: {}", e.reason))
@@ -283,9 +327,7 @@ pub async fn render_error(err: Error) -> Response {
 }
 
 fn is_json(response: &Response) -> bool {
-    response
-        .content_type()
-        .is_some_and(|ct| ct.starts_with("application/json"))
+    response.content_type().is_some_and(|ct| ct.starts_with("application/json"))
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@ use crate::{
     cart::{CartEvents, CartService},
     checkout::Checkouts,
     config::Config,
-    orders::Orders,
     metrics::Metrics,
+    orders::Orders,
     routes::{
         admin::AdminApi, admin_orders::AdminOrdersApi, auth::AuthApi, cart::CartApi, catalog::CatalogApi, checkout::CheckoutApi,
         flash::FlashSalesApi, ops::OpsApi, orders::OrdersApi, search::SearchApi, wishlist::WishlistApi,
@@ -86,12 +86,24 @@ impl Application {
         let temporal = TemporalGateway::new(&config.temporal_address, &config.temporal_namespace);
         let cart_events = CartEvents::start(&config.redis_url)?;
         let metrics = Metrics::new();
-        let search = SearchService::open(&config.search, db.clone(), redis.clone(), metrics.clone())
-            .context("failed to open the search index")?;
+        let search =
+            SearchService::open(&config.search, db.clone(), redis.clone(), metrics.clone()).context("failed to open the search index")?;
         let state = AppState::new(state::Services {
-            carts: CartService::new(db.clone(), redis.clone(), cart_events, config.cart_write_batches, Some(metrics.cart_write_batch_size())),
+            carts: CartService::new(
+                db.clone(),
+                redis.clone(),
+                cart_events,
+                config.cart_write_batches,
+                Some(metrics.cart_write_batch_size()),
+            ),
             redis,
-            checkouts: Checkouts::new(db.clone(), temporal.clone(), config.task_queue.clone(), config.checkout_reservation, config.order_return_window),
+            checkouts: Checkouts::new(
+                db.clone(),
+                temporal.clone(),
+                config.task_queue.clone(),
+                config.checkout_reservation,
+                config.order_return_window,
+            ),
             orders: Orders::new(db.clone(), temporal.clone()),
             temporal,
             tokens: TokenService::new(&config.jwt_secret, config.access_token_ttl, config.refresh_token_ttl),
@@ -128,9 +140,7 @@ impl Application {
         // aborted however this future ends, also when it is dropped (a test stopping the server)
         let _indexer = AbortOnDrop(tokio::spawn(self.state.search.indexer().clone().run()));
         let app = routes(self.state);
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(std::time::Duration::from_secs(10)))
-            .await
+        Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(app, shutdown, Some(std::time::Duration::from_secs(10))).await
     }
 }
 

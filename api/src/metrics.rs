@@ -23,11 +23,8 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let labels = &["method", "route", "status"];
-        let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by method, route and status"),
-            labels,
-        )
-        .expect("valid metric");
+        let requests = IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests by method, route and status"), labels)
+            .expect("valid metric");
         let latency = HistogramVec::new(
             HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by method, route and status")
                 .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
@@ -40,16 +37,12 @@ impl Metrics {
         let flash_queue = gauge("flash_sale_queue_length", "Users in a flash sale's waiting room");
         let flash_units_sold = gauge("flash_sale_units_sold", "Units of a flash sale paid for");
         let flash_claims_expired = gauge("flash_sale_claims_expired", "Claims of a flash sale that expired unpaid");
-        let flash_counter_rebuilds = IntCounter::new(
-            "flash_sale_counter_rebuilds_total",
-            "Flash-sale counters Redis had lost, rebuilt from Postgres",
-        )
-        .expect("valid metric");
-        let search_cache = IntCounterVec::new(
-            Opts::new("search_cache_requests_total", "Search cache lookups by result (hit or miss)"),
-            &["result"],
-        )
-        .expect("valid metric");
+        let flash_counter_rebuilds =
+            IntCounter::new("flash_sale_counter_rebuilds_total", "Flash-sale counters Redis had lost, rebuilt from Postgres")
+                .expect("valid metric");
+        let search_cache =
+            IntCounterVec::new(Opts::new("search_cache_requests_total", "Search cache lookups by result (hit or miss)"), &["result"])
+                .expect("valid metric");
         // both series exist from the start, so a dashboard sees 0 rather than nothing
         search_cache.with_label_values(&["hit"]);
         search_cache.with_label_values(&["miss"]);
@@ -88,9 +81,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("text encoding of gathered metrics cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("text encoding of gathered metrics cannot fail");
         String::from_utf8(buffer).expect("prometheus text is UTF-8")
     }
 
@@ -137,8 +128,7 @@ pub fn route_label(path: &str) -> String {
     let mut label = String::with_capacity(path.len());
     for segment in path.split('/').skip(1) {
         label.push('/');
-        let is_id = !segment.is_empty()
-            && (segment.bytes().all(|b| b.is_ascii_digit()) || uuid::Uuid::parse_str(segment).is_ok());
+        let is_id = !segment.is_empty() && (segment.bytes().all(|b| b.is_ascii_digit()) || uuid::Uuid::parse_str(segment).is_ok());
         label.push_str(if is_id { "{id}" } else { segment });
     }
     if label.is_empty() { "/".to_owned() } else { label }

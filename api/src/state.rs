@@ -68,12 +68,8 @@ impl TemporalGateway {
         if let Some(client) = slot.as_ref() {
             return Ok(client.clone());
         }
-        let url = url::Url::parse(&self.address)
-            .with_context(|| format!("TEMPORAL_ADDRESS {:?} is not a URL", self.address))?;
-        let options = ConnectionOptions::new(url)
-            .identity("emporium-api".to_owned())
-            .connect_timeout(Duration::from_secs(2))
-            .build();
+        let url = url::Url::parse(&self.address).with_context(|| format!("TEMPORAL_ADDRESS {:?} is not a URL", self.address))?;
+        let options = ConnectionOptions::new(url).identity("emporium-api".to_owned()).connect_timeout(Duration::from_secs(2)).build();
         let connection = tokio::time::timeout(Duration::from_secs(3), Connection::connect(options))
             .await
             .context("timed out connecting to Temporal")?

@@ -75,9 +75,7 @@ pub async fn ensure_database(url: &str) -> Result<(), DbErr> {
 pub async fn drop_database(url: &str) -> Result<(), DbErr> {
     let (server_url, name) = split_database_url(url)?;
     let server = connect(&server_url, 1).await?;
-    server
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await?;
+    server.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
     server.close().await
 }
 
@@ -114,8 +112,7 @@ mod tests {
 
     #[test]
     fn splits_database_url_into_server_and_name() {
-        let (server, name) =
-            split_database_url("postgres://postgres@127.0.0.1:5432/emporium_test?sslmode=disable").unwrap();
+        let (server, name) = split_database_url("postgres://postgres@127.0.0.1:5432/emporium_test?sslmode=disable").unwrap();
         assert_eq!(server, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable");
         assert_eq!(name, "emporium_test");
     }

@@ -5,7 +5,10 @@
 
 use std::sync::LazyLock;
 
-use fred::{clients::Client as RedisClient, interfaces::HashesInterface, interfaces::KeysInterface, interfaces::SortedSetsInterface, types::scripts::Script};
+use fred::{
+    clients::Client as RedisClient, interfaces::HashesInterface, interfaces::KeysInterface, interfaces::SortedSetsInterface,
+    types::scripts::Script,
+};
 use uuid::Uuid;
 
 /// Entry attempts a user may make per window before being refused.
@@ -49,9 +52,18 @@ fn sale_key(sale: Uuid) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// A unit is held for this user until `expires_at_ms`; `new` when this attempt won it.
-    Claimed { claim_id: Uuid, expires_at_ms: i64, new: bool },
-    Queued { position: i64, retry_after_ms: i64 },
-    RateLimited { retry_after_ms: i64 },
+    Claimed {
+        claim_id: Uuid,
+        expires_at_ms: i64,
+        new: bool,
+    },
+    Queued {
+        position: i64,
+        retry_after_ms: i64,
+    },
+    RateLimited {
+        retry_after_ms: i64,
+    },
     /// Redis does not have the sale (not yet pre-warmed, or lost): load it and try again.
     NotLoaded,
     NotStarted,
@@ -245,10 +257,11 @@ return 1
 
 /// Loads the sale unless Redis has it; `true` when it was loaded now.
 pub async fn load(redis: &RedisClient, sale: Uuid, state: &SaleState) -> Result<bool, fred::error::Error> {
-    let args: Vec<String> = [state.quantity, state.remaining, state.per_user_limit, state.starts_ms, state.ends_ms, state.admission_per_sec]
-        .iter()
-        .map(i64::to_string)
-        .collect();
+    let args: Vec<String> =
+        [state.quantity, state.remaining, state.per_user_limit, state.starts_ms, state.ends_ms, state.admission_per_sec]
+            .iter()
+            .map(i64::to_string)
+            .collect();
     let loaded: i64 = LOAD.evalsha_with_reload(redis, vec![sale_key(sale)], args).await?;
     Ok(loaded == 1)
 }

@@ -30,7 +30,8 @@ async fn register_login_refresh_and_me_round_trip() {
     assert_eq!(app.get("/me", Some(new_access)).await.body["userId"], user_id.as_str());
 
     // the stored hash is argon2id, never the password
-    let hashes = count(app.db(), "SELECT COUNT(*) AS n FROM users WHERE email = 'ann@example.com' AND password_hash LIKE '$argon2id$%'").await;
+    let hashes =
+        count(app.db(), "SELECT COUNT(*) AS n FROM users WHERE email = 'ann@example.com' AND password_hash LIKE '$argon2id$%'").await;
     assert_eq!(hashes, 1);
 }
 

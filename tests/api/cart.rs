@@ -228,7 +228,8 @@ async fn a_price_change_since_adding_is_flagged() {
 
     // repriced in another currency: today's price says so, and the line is not summed with
     // (or bought with) the dollars of the rest
-    let repriced = app.patch(&format!("/admin/products/{}", ids[1]), Some(&admin), json!({ "price": { "amount": 1_800, "currency": "EUR" } })).await;
+    let repriced =
+        app.patch(&format!("/admin/products/{}", ids[1]), Some(&admin), json!({ "price": { "amount": 1_800, "currency": "EUR" } })).await;
     assert_eq!(repriced.status, StatusCode::OK, "{}", repriced.text);
     let after = app.get("/cart", Some(&token)).await.body;
     let l = line(&after, ids[1]).unwrap();
@@ -308,13 +309,43 @@ async fn stock_limits_and_bad_input_are_refused_and_change_nothing() {
     assert_eq!(over_stock.body["details"]["inCart"], 2);
 
     let cases = [
-        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[1], "quantity": 5 }), StatusCode::CONFLICT, "line_limit_exceeded"),
+        (
+            Method::POST,
+            "/cart/items".to_owned(),
+            json!({ "productId": ids[1], "quantity": 5 }),
+            StatusCode::CONFLICT,
+            "line_limit_exceeded",
+        ),
         (Method::PATCH, format!("/cart/items/{}", ids[0]), json!({ "quantity": 4 }), StatusCode::CONFLICT, "insufficient_stock"),
-        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[0], "quantity": 0 }), StatusCode::BAD_REQUEST, "invalid_quantity"),
-        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[0], "quantity": -1 }), StatusCode::BAD_REQUEST, "invalid_quantity"),
-        (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[0], "quantity": 100 }), StatusCode::BAD_REQUEST, "invalid_quantity"),
+        (
+            Method::POST,
+            "/cart/items".to_owned(),
+            json!({ "productId": ids[0], "quantity": 0 }),
+            StatusCode::BAD_REQUEST,
+            "invalid_quantity",
+        ),
+        (
+            Method::POST,
+            "/cart/items".to_owned(),
+            json!({ "productId": ids[0], "quantity": -1 }),
+            StatusCode::BAD_REQUEST,
+            "invalid_quantity",
+        ),
+        (
+            Method::POST,
+            "/cart/items".to_owned(),
+            json!({ "productId": ids[0], "quantity": 100 }),
+            StatusCode::BAD_REQUEST,
+            "invalid_quantity",
+        ),
         (Method::PATCH, format!("/cart/items/{}", ids[0]), json!({ "quantity": 0 }), StatusCode::BAD_REQUEST, "invalid_quantity"),
-        (Method::POST, "/cart/items".to_owned(), json!({ "productId": 987_654, "quantity": 1 }), StatusCode::NOT_FOUND, "product_not_found"),
+        (
+            Method::POST,
+            "/cart/items".to_owned(),
+            json!({ "productId": 987_654, "quantity": 1 }),
+            StatusCode::NOT_FOUND,
+            "product_not_found",
+        ),
         (Method::POST, "/cart/items".to_owned(), json!({ "productId": ids[2], "quantity": 1 }), StatusCode::NOT_FOUND, "product_not_found"),
         (Method::POST, "/cart/items".to_owned(), json!({ "productId": "one", "quantity": 1 }), StatusCode::BAD_REQUEST, "invalid_body"),
         (Method::PATCH, "/cart/items/987654".to_owned(), json!({ "quantity": 1 }), StatusCode::NOT_FOUND, "cart_item_not_found"),
@@ -354,7 +385,8 @@ async fn stock_limits_and_bad_input_are_refused_and_change_nothing() {
     let bad_session = anon(&app, Method::GET, "/cart", Some("not-a-session"), None).await;
     assert_eq!(bad_session.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad_session.code(), "invalid_session");
-    let bad_session_write = anon(&app, Method::POST, "/cart/items", Some("ABCDEF"), Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
+    let bad_session_write =
+        anon(&app, Method::POST, "/cart/items", Some("ABCDEF"), Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
     assert_eq!((bad_session_write.status, bad_session_write.code()), (StatusCode::BAD_REQUEST, "invalid_session"));
     assert!(bad_session_write.headers.get("x-session-id").is_none(), "no session is issued for a refused write");
     let bad_token = app.get("/cart", Some("garbage")).await;
@@ -378,7 +410,8 @@ async fn twenty_concurrent_adds_to_one_line_all_count() {
 
     let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
     let session = first.headers["x-session-id"].to_str().unwrap().to_owned();
-    let adds = (0..19).map(|_| anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[0], "quantity": 1 }))));
+    let adds =
+        (0..19).map(|_| anon(&app, Method::POST, "/cart/items", Some(&session), Some(json!({ "productId": ids[0], "quantity": 1 }))));
     futures::future::join_all(adds).await;
     assert_eq!(quantity_of(&anon(&app, Method::GET, "/cart", Some(&session), None).await.body, ids[0]), 20);
 }
@@ -501,7 +534,9 @@ async fn a_batch_of_random_changes_matches_the_same_changes_sent_one_at_a_time()
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let mut products = stock_products(&app, &admin, &[3, 50, 200, 10, 10]).await;
-    let euro = app.patch(&format!("/admin/products/{}", products[3]), Some(&admin), json!({ "price": { "amount": 900, "currency": "EUR" } })).await;
+    let euro = app
+        .patch(&format!("/admin/products/{}", products[3]), Some(&admin), json!({ "price": { "amount": 900, "currency": "EUR" } }))
+        .await;
     assert_eq!(euro.status, StatusCode::OK, "{}", euro.text);
     assert_eq!(app.delete(&format!("/admin/products/{}", products[4]), Some(&admin)).await.status, StatusCode::NO_CONTENT);
     products.push(999_999); // no such product
@@ -559,11 +594,7 @@ async fn a_batch_of_random_changes_matches_the_same_changes_sent_one_at_a_time()
     }
     // every outcome came up, or the changes prove less than they seem to
     let seen: Vec<&str> = kinds.keys().map(String::as_str).collect();
-    assert_eq!(
-        seen,
-        ["CurrencyMismatch", "InsufficientStock", "LineLimit", "LineNotFound", "ProductNotFound", "v"],
-        "{kinds:?}"
-    );
+    assert_eq!(seen, ["CurrencyMismatch", "InsufficientStock", "LineLimit", "LineNotFound", "ProductNotFound", "v"], "{kinds:?}");
 }
 
 /// Lines one shopper adds in one batch list in the order they were added, as lines added one
@@ -778,7 +809,11 @@ async fn wishlist_add_list_remove_and_move_to_cart() {
     let (token, _) = app.register_customer().await;
 
     assert_eq!(app.put(&format!("/wishlist/{}", ids[0]), Some(&token), json!(null)).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(app.request(Method::PUT, &format!("/wishlist/{}", ids[0]), Some(&token), None).await.status, StatusCode::NO_CONTENT, "again is a no-op");
+    assert_eq!(
+        app.request(Method::PUT, &format!("/wishlist/{}", ids[0]), Some(&token), None).await.status,
+        StatusCode::NO_CONTENT,
+        "again is a no-op"
+    );
     app.request(Method::PUT, &format!("/wishlist/{}", ids[1]), Some(&token), None).await;
     let list = app.get("/wishlist", Some(&token)).await;
     assert_eq!(list.body.as_array().unwrap().len(), 2);
@@ -811,7 +846,8 @@ async fn a_cart_holds_one_currency() {
     let category = app.create_category(&admin, "Euro things", None).await;
     let mut euro = app.create_product(&admin, category, "CART-EUR", 900, 10).await;
     let euro_id = euro["id"].as_i64().unwrap();
-    let repriced = app.patch(&format!("/admin/products/{euro_id}"), Some(&admin), json!({ "price": { "amount": 900, "currency": "EUR" } })).await;
+    let repriced =
+        app.patch(&format!("/admin/products/{euro_id}"), Some(&admin), json!({ "price": { "amount": 900, "currency": "EUR" } })).await;
     assert_eq!(repriced.status, StatusCode::OK, "{}", repriced.text);
     euro = repriced.body;
     assert_eq!(euro["price"]["currency"], "EUR");

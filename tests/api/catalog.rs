@@ -48,7 +48,11 @@ async fn catalogue_crud_round_trip_writes_one_outbox_row_per_change() {
     assert_eq!(fetched.body, created);
 
     let updated = app
-        .patch(&format!("/admin/products/{id}"), Some(&admin), json!({ "title": "Studio Headphones", "price": { "amount": 9_999, "currency": "USD" } }))
+        .patch(
+            &format!("/admin/products/{id}"),
+            Some(&admin),
+            json!({ "title": "Studio Headphones", "price": { "amount": 9_999, "currency": "USD" } }),
+        )
         .await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.text);
     assert_eq!(updated.body["title"], "Studio Headphones");
@@ -142,7 +146,11 @@ async fn duplicates_are_409_and_change_nothing() {
     let outbox_before = count(app.db(), "SELECT COUNT(*) AS n FROM outbox").await;
 
     let again = app
-        .post("/admin/products", Some(&admin), json!({ "sku": "DUP-1", "title": "Other", "brand": "B", "categoryId": category, "price": { "amount": 5, "currency": "USD" } }))
+        .post(
+            "/admin/products",
+            Some(&admin),
+            json!({ "sku": "DUP-1", "title": "Other", "brand": "B", "categoryId": category, "price": { "amount": 5, "currency": "USD" } }),
+        )
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.code(), "sku_taken");

@@ -3,7 +3,7 @@
 mod auth;
 mod cart;
 mod catalog;
-mod ops;
 mod opensearch;
+mod ops;
 mod search;
 mod validation;

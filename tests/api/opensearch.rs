@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 
-use emporium_api::search::{
-    Checkpoint, IndexChanges, IndexDoc, IndexQuery, SearchIndex, Sort, opensearch::OpenSearchIndex,
-};
+use emporium_api::search::{Checkpoint, IndexChanges, IndexDoc, IndexQuery, SearchIndex, Sort, opensearch::OpenSearchIndex};
 use emporium_tests::free_port;
 
 #[derive(Debug, Clone)]
@@ -218,10 +216,13 @@ async fn browsing_sends_match_all_and_relevance_sorts_by_score_then_id() {
 fn alias_and_meta(request: &Recorded) -> Option<(u16, Value)> {
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/_alias/products") => Some((200, json!({ "products-0001": { "aliases": { "products": {} } } }))),
-        ("GET", "/products-meta/_doc/products-0001") => Some((200, json!({
-            "_index": "products-meta", "_id": "products-0001", "found": true,
-            "_source": { "checkpoint": serde_json::to_value(checkpoint(1)).unwrap() }
-        }))),
+        ("GET", "/products-meta/_doc/products-0001") => Some((
+            200,
+            json!({
+                "_index": "products-meta", "_id": "products-0001", "found": true,
+                "_source": { "checkpoint": serde_json::to_value(checkpoint(1)).unwrap() }
+            }),
+        )),
         _ => None,
     }
 }
@@ -230,10 +231,13 @@ fn alias_and_meta(request: &Recorded) -> Option<(u16, Value)> {
 async fn changes_go_in_one_ndjson_bulk_and_then_the_checkpoint_is_saved() {
     let standin = StandIn::start(|r| {
         alias_and_meta(r).unwrap_or_else(|| match (r.method.as_str(), r.path.as_str()) {
-            ("POST", "/_bulk?refresh=true") => (200, json!({ "took": 1, "errors": false, "items": [
+            ("POST", "/_bulk?refresh=true") => (
+                200,
+                json!({ "took": 1, "errors": false, "items": [
                 { "delete": { "_index": "products-0001", "_id": "9", "status": 404, "result": "not_found" } },
                 { "index": { "_index": "products-0001", "_id": "7", "status": 200, "result": "updated" } }
-            ] })),
+            ] }),
+            ),
             ("PUT", "/products-meta/_doc/products-0001?refresh=true") => (200, json!({ "result": "updated" })),
             _ => (500, json!({ "error": format!("unexpected {} {}", r.method, r.path) })),
         })
@@ -276,9 +280,12 @@ async fn changes_go_in_one_ndjson_bulk_and_then_the_checkpoint_is_saved() {
 async fn a_failed_bulk_item_fails_the_apply_and_keeps_the_checkpoint() {
     let standin = StandIn::start(|r| {
         alias_and_meta(r).unwrap_or_else(|| match r.path.as_str() {
-            "/_bulk?refresh=true" => (200, json!({ "errors": true, "items": [
+            "/_bulk?refresh=true" => (
+                200,
+                json!({ "errors": true, "items": [
                 { "index": { "_id": "7", "status": 400, "error": { "type": "mapper_parsing_exception", "reason": "bad" } } }
-            ] })),
+            ] }),
+            ),
             _ => (500, json!({})),
         })
     })
@@ -345,11 +352,14 @@ async fn a_rebuild_fills_a_new_mapped_index_and_moves_the_alias_in_one_call() {
 #[tokio::test]
 async fn suggestions_are_distinct_titles_from_a_phrase_prefix_query() {
     let standin = StandIn::start(|_| {
-        (200, json!({ "hits": { "total": { "value": 3 }, "hits": [
+        (
+            200,
+            json!({ "hits": { "total": { "value": 3 }, "hits": [
             { "_source": { "title": "Sony Wireless Headphones" } },
             { "_source": { "title": "Sony Wireless Headphones" } },
             { "_source": { "title": "Bose Wireless Headset" } }
-        ] } }))
+        ] } }),
+        )
     })
     .await;
     let index = OpenSearchIndex::new(&standin.url, "products").unwrap();

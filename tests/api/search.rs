@@ -51,9 +51,8 @@ fn enc(s: &str) -> String {
 async fn an_exact_title_ranks_first() {
     let app = seeded_app(400).await;
     for id in [3i64, 77, 251] {
-        let title: String = rows(app.db(), "SELECT title FROM products WHERE id = $1", vec![id.into()]).await[0]
-            .try_get("", "title")
-            .unwrap();
+        let title: String =
+            rows(app.db(), "SELECT title FROM products WHERE id = $1", vec![id.into()]).await[0].try_get("", "title").unwrap();
         let body = search(&app, &format!("q={}", enc(&title))).await;
         assert_eq!(ids(&body).first(), Some(&id), "{title}: {body}");
         assert_eq!(body["items"][0]["title"], title);
@@ -124,9 +123,7 @@ impl Truth<'_> {
         if let Some(max) = price.1 {
             pr.push_str(&format!(" AND p.price_minor <= {max}"));
         }
-        let total: i64 = rows(self.db, &format!("SELECT COUNT(*) AS n {base}{cat}{brand}{pr}"), vec![]).await[0]
-            .try_get("", "n")
-            .unwrap();
+        let total: i64 = rows(self.db, &format!("SELECT COUNT(*) AS n {base}{cat}{brand}{pr}"), vec![]).await[0].try_get("", "n").unwrap();
         let group = |key: &str, filters: String| format!("SELECT {key} AS k, COUNT(*) AS n {base}{filters} GROUP BY 1");
         let mut categories = BTreeMap::new();
         for row in rows(self.db, &group("c.slug", format!("{brand}{pr}")), vec![]).await {
@@ -261,7 +258,12 @@ async fn sorts_are_ordered_and_pages_have_no_duplicates_or_gaps() {
         .map(|r| {
             (
                 r.try_get("", "id").unwrap(),
-                (r.try_get("", "price_minor").unwrap(), r.try_get("", "rating").unwrap(), r.try_get("", "rating_count").unwrap(), r.try_get("", "created").unwrap()),
+                (
+                    r.try_get("", "price_minor").unwrap(),
+                    r.try_get("", "rating").unwrap(),
+                    r.try_get("", "rating_count").unwrap(),
+                    r.try_get("", "created").unwrap(),
+                ),
             )
         })
         .collect();
@@ -382,7 +384,8 @@ async fn created_repriced_sold_out_and_deleted_products_reach_search_within_a_se
     reflected(&app, query, started, second, |b| ids(b) == [id]).await;
 
     let started = Instant::now();
-    let repriced = app.patch(&format!("/admin/products/{id}"), Some(&admin), json!({ "price": { "amount": 3_900, "currency": "USD" } })).await;
+    let repriced =
+        app.patch(&format!("/admin/products/{id}"), Some(&admin), json!({ "price": { "amount": 3_900, "currency": "USD" } })).await;
     assert_eq!(repriced.status, StatusCode::OK);
     reflected(&app, query, started, second, |b| b["items"][0]["price"]["amount"] == 3_900).await;
 
@@ -586,7 +589,10 @@ async fn reindex_swaps_in_a_new_index_while_searches_keep_answering() {
     let after = app.search_dir.path().read_dir().unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect::<Vec<_>>();
     let generations = |names: &[std::ffi::OsString]| names.iter().filter(|n| n.to_string_lossy().starts_with("gen-")).count();
     assert_eq!((generations(&before), generations(&after)), (1, 1));
-    assert_ne!(before.iter().find(|n| n.to_string_lossy().starts_with("gen-")), after.iter().find(|n| n.to_string_lossy().starts_with("gen-")));
+    assert_ne!(
+        before.iter().find(|n| n.to_string_lossy().starts_with("gen-")),
+        after.iter().find(|n| n.to_string_lossy().starts_with("gen-"))
+    );
 
     // the follower goes on from the new index's checkpoint
     let admin = app.admin_token().await;
@@ -715,8 +721,7 @@ async fn browsing_matches_sql(app: &TestApp, round: &str) {
                 assert_eq!(first["total"], total, "{round} {query}: total");
                 assert_eq!(facet_map(&first, "category"), categories, "{round} {query}: category facet");
                 assert_eq!(facet_map(&first, "brand"), brand_counts, "{round} {query}: brand facet");
-                let counts: Vec<i64> =
-                    first["facets"]["price"].as_array().unwrap().iter().map(|p| p["count"].as_i64().unwrap()).collect();
+                let counts: Vec<i64> = first["facets"]["price"].as_array().unwrap().iter().map(|p| p["count"].as_i64().unwrap()).collect();
                 assert_eq!(counts, prices, "{round} {query}: price facet");
                 let stock = if in_stock { " AND COALESCE(i.available, 0) > 0" } else { "" };
                 let expected: Vec<i64> = rows(

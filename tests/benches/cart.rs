@@ -203,7 +203,9 @@ async fn main() {
             signed_in.p99.as_secs_f64() / anonymous.p99.as_secs_f64()
         );
     }
-    println!("design target: p99 <= 10 ms (saturated p99 is mostly clients / throughput queueing; the paced lines are the latency at that load)");
+    println!(
+        "design target: p99 <= 10 ms (saturated p99 is mostly clients / throughput queueing; the paced lines are the latency at that load)"
+    );
 }
 
 /// An API with its own database, products and shoppers: anonymous sessions and signed-in users.

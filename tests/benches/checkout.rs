@@ -19,13 +19,13 @@ use serde_json::json;
 use temporalio_client::WorkflowFetchHistoryOptions;
 
 use emporium_activities::{CheckoutActivities, PaymentActivities, SandboxGateway};
-use emporium_tests::{TestApp, spawn_app_with, worker::{TestWorker, temporal_client, unique_task_queue}};
+use emporium_tests::{
+    TestApp, spawn_app_with,
+    worker::{TestWorker, temporal_client, unique_task_queue},
+};
 use emporium_workflows::checkout::{
     CheckoutWorkflow,
-    contract::{
-        ChargeInput, ChargeResult, CreateOrderInput, ReserveCheckoutInput, ShippingAddress, charge_key,
-        workflow_id,
-    },
+    contract::{ChargeInput, ChargeResult, CreateOrderInput, ReserveCheckoutInput, ShippingAddress, charge_key, workflow_id},
 };
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -135,7 +135,11 @@ async fn main() {
                 assert_eq!(started.status, StatusCode::CREATED, "{}", started.text);
                 let id = started.body["checkoutId"].as_str().unwrap().to_owned();
                 let paid = app
-                    .post(&format!("/checkout/{id}/payment"), Some(&token), json!({ "paymentMethod": "pm_card_visa", "shippingAddress": address() }))
+                    .post(
+                        &format!("/checkout/{id}/payment"),
+                        Some(&token),
+                        json!({ "paymentMethod": "pm_card_visa", "shippingAddress": address() }),
+                    )
                     .await;
                 assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text);
                 *last.lock().unwrap() = id;
@@ -199,7 +203,8 @@ async fn main() {
     let events = {
         let client = temporal_client().await;
         let id = last_checkout.lock().unwrap().clone();
-        let history = client.get_workflow_handle::<CheckoutWorkflow>(workflow_id(&id)).fetch_history(WorkflowFetchHistoryOptions::default());
+        let history =
+            client.get_workflow_handle::<CheckoutWorkflow>(workflow_id(&id)).fetch_history(WorkflowFetchHistoryOptions::default());
         history.into_events().await.map(|e| e.len()).unwrap_or(0)
     };
     durable.print("durable (API + CheckoutWorkflow)");

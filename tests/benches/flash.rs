@@ -30,13 +30,16 @@ use emporium_api::{
     auth::{TokenKind, TokenService},
     metrics::Metrics,
 };
-use poem::{EndpointExt, listener::{Acceptor, Listener}};
 use emporium_entities::entity::users::Role;
 use emporium_tests::{
     TestApp,
     load::{LoadClient, percentile},
     spawn_app_with,
     worker::{TestWorker, unique_task_queue},
+};
+use poem::{
+    EndpointExt,
+    listener::{Acceptor, Listener},
 };
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -137,7 +140,10 @@ async fn redis_design(app: &TestApp, admin: &str, tokens: Arc<Vec<String>>, clie
     let (all, elapsed) = stampede(&app.address, &format!("/flash-sales/{sale}/enter"), tokens, clients, entries).await;
     let claims: i64 = app
         .db()
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE sale_id = '{sale}'")))
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT COUNT(*) AS n FROM flash_sale_claims WHERE sale_id = '{sale}'"),
+        ))
         .await
         .unwrap()
         .unwrap()
@@ -171,7 +177,8 @@ async fn row_lock_enter(req: &poem::Request, state: poem::web::Data<&Arc<SideSer
         .await
         .expect("row-lock entry")
         .rows_affected();
-    let (status, body) = if won == 1 { (StatusCode::OK, r#"{"result":"claimed"}"#) } else { (StatusCode::CONFLICT, r#"{"code":"sold_out"}"#) };
+    let (status, body) =
+        if won == 1 { (StatusCode::OK, r#"{"result":"claimed"}"#) } else { (StatusCode::CONFLICT, r#"{"code":"sold_out"}"#) };
     poem::Response::builder().status(status).content_type("application/json").body(body)
 }
 
@@ -226,7 +233,13 @@ async fn row_lock_design(app: &TestApp, side: &str, tokens: Arc<Vec<String>>, cl
 
 /// `entries` POSTs to `path` from `clients` keep-alive connections, each entry with the next
 /// token; (latency, won) per entry and the elapsed time. 200 wins, 409 and 429 refuse.
-async fn stampede(address: &str, path: &str, tokens: Arc<Vec<String>>, clients: usize, entries: usize) -> (Vec<(Duration, bool)>, Duration) {
+async fn stampede(
+    address: &str,
+    path: &str,
+    tokens: Arc<Vec<String>>,
+    clients: usize,
+    entries: usize,
+) -> (Vec<(Duration, bool)>, Duration) {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks = (0..clients).map(|_| {

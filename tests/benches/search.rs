@@ -50,11 +50,29 @@ struct BenchQuery {
 }
 
 const TEXTS: &[&str] = &[
-    "wireless headphones", "laptop", "tent", "coffee beans", "espresso machine", "yoga mat", "board game",
-    "office chair", "air fryer", "running shoes", "mechanical keyboard", "dog bed", "", "portable speaker",
-    "cast iron", "hiking backpack", "electric toothbrush", "garden hose", "dark chocolate", "novel",
+    "wireless headphones",
+    "laptop",
+    "tent",
+    "coffee beans",
+    "espresso machine",
+    "yoga mat",
+    "board game",
+    "office chair",
+    "air fryer",
+    "running shoes",
+    "mechanical keyboard",
+    "dog bed",
+    "",
+    "portable speaker",
+    "cast iron",
+    "hiking backpack",
+    "electric toothbrush",
+    "garden hose",
+    "dark chocolate",
+    "novel",
 ];
-const CATEGORIES: &[Option<&str>] = &[None, Some("electronics"), None, Some("computers"), Some("home-kitchen"), None, Some("sports-outdoors")];
+const CATEGORIES: &[Option<&str>] =
+    &[None, Some("electronics"), None, Some("computers"), Some("home-kitchen"), None, Some("sports-outdoors")];
 const BRANDS: &[&[&str]] = &[&[], &["Sony", "Bose"], &[], &["Lenovo", "Dell", "HP"], &[], &["Ninja"], &[]];
 const PRICES: &[(Option<i64>, Option<i64>)] = &[(None, None), (Some(1_000), Some(20_000)), (None, Some(5_000)), (Some(10_000), None)];
 const SORTS: &[&str] = &["relevance", "price_asc", "relevance", "rating", "newest", "price_desc"];
@@ -190,7 +208,8 @@ async fn run_http(app: &TestApp, queries: &[BenchQuery], pace: Pace, clients: us
         tokio::spawn(async move {
             // the query of the client's n-th request
             let which = |n: usize| (c * 7 + n) % paths.len();
-            let timed = drive(&connections, pace, c, clients, start, per_client, |n| Exchange::new(Method::GET, paths[which(n)].as_str())).await;
+            let timed =
+                drive(&connections, pace, c, clients, start, per_client, |n| Exchange::new(Method::GET, paths[which(n)].as_str())).await;
             timed
                 .into_iter()
                 .map(|request| {
@@ -332,7 +351,9 @@ async fn main() {
             tantivy.p99.as_secs_f64() / postgres.p99.as_secs_f64()
         );
     }
-    println!("design targets: >= 10x Postgres; p99 <= 20 ms (saturated p99 is mostly clients / throughput queueing; the paced lines are the latency at that load)");
+    println!(
+        "design targets: >= 10x Postgres; p99 <= 20 ms (saturated p99 is mostly clients / throughput queueing; the paced lines are the latency at that load)"
+    );
     println!("indexing: {products} products in {:.1} s ({:.0} products/s)", indexed.as_secs_f64(), products as f64 / indexed.as_secs_f64());
     if std::env::var("SLOWEST").is_ok() {
         // one client, each query 5 times: which queries make the tail

@@ -9,7 +9,11 @@ use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
-use emporium_api::{Application, config::{Config, SearchConfig, Secret}, search::SearchService};
+use emporium_api::{
+    Application,
+    config::{Config, SearchConfig, Secret},
+    search::SearchService,
+};
 
 pub mod load;
 pub mod worker;
@@ -206,11 +210,8 @@ impl TestApp {
 
     /// Sends a raw body with a content type, for malformed-input tests.
     pub async fn request_raw(&self, method: Method, path: &str, token: Option<&str>, content_type: &str, body: &str) -> TestResponse {
-        let mut request = self
-            .client
-            .request(method, format!("{}{}", self.address, path))
-            .header("content-type", content_type)
-            .body(body.to_owned());
+        let mut request =
+            self.client.request(method, format!("{}{}", self.address, path)).header("content-type", content_type).body(body.to_owned());
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

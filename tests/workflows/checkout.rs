@@ -8,8 +8,11 @@ use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOption
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 use emporium_activities::Webhook;
+use emporium_tests::{
+    TestApp, TestResponse, count, spawn_app_with,
+    worker::{TestWorker, temporal_client, unique_task_queue},
+};
 use emporium_worker::WorkerDependencies;
-use emporium_tests::{TestApp, TestResponse, count, spawn_app_with, worker::{TestWorker, temporal_client, unique_task_queue}};
 use emporium_workflows::checkout::{
     CheckoutWorkflow,
     contract::{PaymentOutcome, PaymentRequest, ShippingAddress, workflow_id},
@@ -88,7 +91,11 @@ impl Shop {
     /// (available, reserved, sold) of a product.
     pub(crate) async fn stock(&self, product: i64) -> (i64, i64, i64) {
         let sql = |column: &str| format!("SELECT {column}::bigint AS n FROM inventory WHERE product_id = {product}");
-        (count(self.app.db(), &sql("available")).await, count(self.app.db(), &sql("reserved")).await, count(self.app.db(), &sql("sold")).await)
+        (
+            count(self.app.db(), &sql("available")).await,
+            count(self.app.db(), &sql("reserved")).await,
+            count(self.app.db(), &sql("sold")).await,
+        )
     }
 
     pub(crate) async fn wait_for_status(&self, token: &str, checkout_id: &str, status: &str) -> Value {
@@ -205,7 +212,10 @@ async fn a_line_repriced_in_another_currency_is_not_charged_with_the_rest() {
     let repriced = shop.product("CURRENCY-EUR", 2_000, 5).await;
     let token = shop.shopper(dollars, 1).await;
     shop.app.post("/cart/items", Some(&token), json!({ "productId": repriced, "quantity": 1 })).await;
-    let patched = shop.app.patch(&format!("/admin/products/{repriced}"), Some(&shop.admin), json!({ "price": { "amount": 1_800, "currency": "EUR" } })).await;
+    let patched = shop
+        .app
+        .patch(&format!("/admin/products/{repriced}"), Some(&shop.admin), json!({ "price": { "amount": 1_800, "currency": "EUR" } }))
+        .await;
     assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
 
     let refused = shop.checkout(&token, None).await;
@@ -216,7 +226,10 @@ async fn a_line_repriced_in_another_currency_is_not_charged_with_the_rest() {
     shop.app.delete(&format!("/cart/items/{repriced}"), Some(&token)).await;
     let started = shop.checkout(&token, None).await;
     assert_eq!(started.status, StatusCode::CREATED, "{}", started.text);
-    assert_eq!((started.body["totals"]["subtotal"]["amount"].as_i64(), started.body["totals"]["subtotal"]["currency"].as_str()), (Some(1_000), Some("USD")));
+    assert_eq!(
+        (started.body["totals"]["subtotal"]["amount"].as_i64(), started.body["totals"]["subtotal"]["currency"].as_str()),
+        (Some(1_000), Some("USD"))
+    );
 }
 
 #[tokio::test]
@@ -455,7 +468,8 @@ async fn committed_checkout_histories_replay_with_the_current_code() {
     let options = WorkflowReplayerOptions::new().register_workflow::<CheckoutWorkflow>().expect("register").build();
     let replayer = WorkflowReplayer::new(options).expect("replayer");
     for name in ["checkout_completed", "checkout_declined", "checkout_cancelled", "checkout_expired", "checkout_refunded"] {
-        let bytes = std::fs::read(format!("{directory}/{name}.json")).unwrap_or_else(|_| panic!("tests/histories/{name}.json is committed"));
+        let bytes =
+            std::fs::read(format!("{directory}/{name}.json")).unwrap_or_else(|_| panic!("tests/histories/{name}.json is committed"));
         let history = WorkflowHistory::from_json(&bytes).expect("SDK history JSON");
         replayer.replay_workflow(history).await.unwrap_or_else(|e| panic!("{name} does not replay: {e}"));
     }

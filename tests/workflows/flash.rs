@@ -13,7 +13,10 @@ use temporalio_client::{
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 use tokio::sync::Semaphore;
 
-use emporium_tests::{TestApp, TestResponse, count, spawn_app_with, worker::{TestWorker, temporal_client, unique_task_queue}};
+use emporium_tests::{
+    TestApp, TestResponse, count, spawn_app_with,
+    worker::{TestWorker, temporal_client, unique_task_queue},
+};
 use emporium_workflows::flash::{
     FlashSaleClaimWorkflow, FlashSaleWorkflow,
     contract::{ClaimPayment, REFUSAL_CLAIM_EXPIRED, claim_workflow_id, sale_workflow_id},
@@ -308,7 +311,14 @@ async fn paid_claims_become_orders_and_reconciliation_returns_the_rest() {
     assert_eq!(view["reconciliation"]["orders"], 2);
     assert_eq!(view["reconciliation"]["returnedToStock"], 3);
     assert_eq!(view["reconciliation"]["expiredClaims"], 2, "the unpaid claim and the abandoned one");
-    assert_eq!(count(db, &format!("SELECT COUNT(*) AS n FROM orders WHERE id IN ('{}', '{}') AND flash_claim_id IS NOT NULL", orders[0], orders[1])).await, 2);
+    assert_eq!(
+        count(
+            db,
+            &format!("SELECT COUNT(*) AS n FROM orders WHERE id IN ('{}', '{}') AND flash_claim_id IS NOT NULL", orders[0], orders[1])
+        )
+        .await,
+        2
+    );
     assert_eq!(shop.app.get(&format!("/flash-sales/{sale}"), None).await.body["status"], "ended");
     assert_eq!(shop.enter(&sale, &users[2].0).await.code(), "sale_ended");
 }
@@ -374,7 +384,8 @@ async fn a_claim_whose_workflow_never_started_does_not_hold_its_buyer_at_the_lim
     // decrement would make a hash with nothing but the counter).
     let redis = emporium_tests::redis(&shop.app.config.redis_url).await;
     wait_until("the sale to be loaded into Redis", || async {
-        let starts: Option<String> = fred::interfaces::HashesInterface::hget(&redis, format!("{{fs:{sale}}}:sale"), "starts_ms").await.unwrap();
+        let starts: Option<String> =
+            fred::interfaces::HashesInterface::hget(&redis, format!("{{fs:{sale}}}:sale"), "starts_ms").await.unwrap();
         starts.is_some()
     })
     .await;
@@ -530,7 +541,8 @@ async fn committed_flash_sale_histories_replay_with_the_current_code() {
     let replayer = WorkflowReplayer::new(options).expect("replayer");
     // flash_claim_paid_before_claim_id: recorded before a payment named its claim
     for name in ["flash_claim_paid", "flash_claim_paid_before_claim_id", "flash_claim_expired", "flash_sale_reconciled"] {
-        let bytes = std::fs::read(format!("{directory}/{name}.json")).unwrap_or_else(|_| panic!("tests/histories/{name}.json is committed"));
+        let bytes =
+            std::fs::read(format!("{directory}/{name}.json")).unwrap_or_else(|_| panic!("tests/histories/{name}.json is committed"));
         let history = WorkflowHistory::from_json(&bytes).expect("SDK history JSON");
         replayer.replay_workflow(history).await.unwrap_or_else(|e| panic!("{name} does not replay: {e}"));
     }

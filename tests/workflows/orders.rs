@@ -21,7 +21,13 @@ use emporium_tests::{
     TestResponse, count,
     worker::{TestWorker, temporal_client, unique_task_queue},
 };
-use emporium_workflows::{checkout::CheckoutWorkflow, order::{OrderWorkflow, contract::{CUSTOMER_ID, ORDER_STATUS, OrderInput, workflow_id}}};
+use emporium_workflows::{
+    checkout::CheckoutWorkflow,
+    order::{
+        OrderWorkflow,
+        contract::{CUSTOMER_ID, ORDER_STATUS, OrderInput, workflow_id},
+    },
+};
 
 use crate::checkout::{Shop, id_of, shop_with};
 
@@ -117,7 +123,8 @@ async fn assert_conserved(shop: &Shop, product: i64, stocked: i64, sold_net: i64
     assert_eq!(sold, sold_net, "net units sold of product {product}");
     let db = shop.app.db();
     let bought = count(db, &format!("SELECT COALESCE(SUM(i.quantity), 0)::bigint AS n FROM order_items i JOIN orders o ON o.id = i.order_id WHERE i.product_id = {product} AND o.status NOT IN ('CANCELLED') AND NOT EXISTS (SELECT 1 FROM order_events e WHERE e.order_id = o.id AND e.kind = 'CANCELLED')")).await;
-    let returned = count(db, &format!("SELECT COALESCE(SUM(returned_quantity), 0)::bigint AS n FROM order_items WHERE product_id = {product}")).await;
+    let returned =
+        count(db, &format!("SELECT COALESCE(SUM(returned_quantity), 0)::bigint AS n FROM order_items WHERE product_id = {product}")).await;
     assert_eq!(sold, bought - returned, "sold = bought − returned (cancelled orders bought nothing)");
 }
 
@@ -191,12 +198,15 @@ async fn full_lifecycle_ship_deliver_partial_return_refund_and_restock() {
     order_finished(&order_id, "order_returned").await;
     let kinds: Vec<String> = {
         use sea_orm::ConnectionTrait;
-        db.query_all_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, "SELECT kind, status FROM notifications ORDER BY created_at"))
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| format!("{}:{}", r.try_get::<String>("", "kind").unwrap(), r.try_get::<String>("", "status").unwrap()))
-            .collect()
+        db.query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT kind, status FROM notifications ORDER BY created_at",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}:{}", r.try_get::<String>("", "kind").unwrap(), r.try_get::<String>("", "status").unwrap()))
+        .collect()
     };
     assert_eq!(
         kinds,
@@ -328,7 +338,10 @@ async fn strangers_get_404_customers_get_403_on_admin_routes_and_bad_input_chang
         (json!({ "items": [{ "productId": product, "quantity": -1 }], "reason": "x" }), "invalid_return"),
         (json!({ "items": [{ "productId": product, "quantity": 1 }], "reason": "  " }), "invalid_return"),
         (json!({ "items": [{ "productId": product, "quantity": 1 }], "reason": "x".repeat(501) }), "invalid_return"),
-        (json!({ "items": [{ "productId": product, "quantity": 1 }, { "productId": product, "quantity": 1 }], "reason": "x" }), "invalid_return"),
+        (
+            json!({ "items": [{ "productId": product, "quantity": 1 }, { "productId": product, "quantity": 1 }], "reason": "x" }),
+            "invalid_return",
+        ),
         (json!({ "items": [{ "productId": product }], "reason": "x" }), "invalid_body"),
         (json!({ "items": "all" }), "invalid_body"),
     ] {
@@ -336,7 +349,11 @@ async fn strangers_get_404_customers_get_403_on_admin_routes_and_bad_input_chang
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}: {}", refused.text);
         assert_eq!(refused.code(), code, "{body}");
     }
-    for body in [json!({ "carrier": "", "trackingNumber": "1" }), json!({ "carrier": "DHL", "trackingNumber": "x".repeat(101) }), json!({ "carrier": "DHL" })] {
+    for body in [
+        json!({ "carrier": "", "trackingNumber": "1" }),
+        json!({ "carrier": "DHL", "trackingNumber": "x".repeat(101) }),
+        json!({ "carrier": "DHL" }),
+    ] {
         let refused = shop.app.post(&format!("/admin/orders/{order_id}/ship"), Some(&shop.admin), body.clone()).await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}: {}", refused.text);
     }
@@ -514,7 +531,8 @@ async fn committed_order_histories_replay_with_the_current_code() {
         .build();
     let replayer = WorkflowReplayer::new(options).expect("replayer");
     for name in ["order_delivered", "order_cancelled", "order_returned", "order_refund_retried"] {
-        let bytes = std::fs::read(format!("{directory}/{name}.json")).unwrap_or_else(|_| panic!("tests/histories/{name}.json is committed"));
+        let bytes =
+            std::fs::read(format!("{directory}/{name}.json")).unwrap_or_else(|_| panic!("tests/histories/{name}.json is committed"));
         let history = WorkflowHistory::from_json(&bytes).expect("SDK history JSON");
         replayer.replay_workflow(history).await.unwrap_or_else(|e| panic!("{name} does not replay: {e}"));
     }

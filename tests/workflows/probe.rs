@@ -2,8 +2,14 @@ use temporalio_client::{WorkflowFetchHistoryOptions, WorkflowGetResultOptions, W
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 use uuid::Uuid;
 
-use emporium_tests::{TestDatabase, worker::{TestWorker, temporal_client, unique_task_queue}};
-use emporium_workflows::probe::{WorkerProbeWorkflow, contract::{ProbeInput, workflow_id}};
+use emporium_tests::{
+    TestDatabase,
+    worker::{TestWorker, temporal_client, unique_task_queue},
+};
+use emporium_workflows::probe::{
+    WorkerProbeWorkflow,
+    contract::{ProbeInput, workflow_id},
+};
 
 const HISTORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/histories/probe_completed.json");
 

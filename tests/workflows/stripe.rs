@@ -348,17 +348,16 @@ async fn stripe_retried_charge_sends_the_same_idempotency_key_and_body() {
 #[tokio::test]
 async fn stripe_card_error_is_a_decline_with_the_decline_code() {
     let stand_in = StandIn::start(|request| match request.field("payment_method") {
-        Some("pm_card_chargeDeclined") => Answer::json(402, card_declined(Some("generic_decline"), "card_declined", "Your card was declined.")),
+        Some("pm_card_chargeDeclined") => {
+            Answer::json(402, card_declined(Some("generic_decline"), "card_declined", "Your card was declined."))
+        }
         _ => Answer::json(402, card_declined(None, "expired_card", "Your card has expired.")),
     })
     .await;
     let gateway = stand_in.gateway();
 
     let declined = gateway.charge(&charge_request("checkout:d1:charge", "pm_card_chargeDeclined")).await.expect("an answer");
-    assert_eq!(
-        declined,
-        ChargeOutcome::Declined { code: "generic_decline".to_owned(), message: "Your card was declined.".to_owned() }
-    );
+    assert_eq!(declined, ChargeOutcome::Declined { code: "generic_decline".to_owned(), message: "Your card was declined.".to_owned() });
     // without an issuer decline code, Stripe's error code is the reason
     let expired = gateway.charge(&charge_request("checkout:d2:charge", "pm_card_chargeDeclinedExpiredCard")).await.expect("an answer");
     assert_eq!(expired, ChargeOutcome::Declined { code: "expired_card".to_owned(), message: "Your card has expired.".to_owned() });
@@ -409,10 +408,9 @@ async fn stripe_server_errors_rate_limits_and_network_faults_are_transient() {
 #[tokio::test]
 async fn stripe_invalid_requests_and_idempotency_conflicts_are_rejected() {
     let stand_in = StandIn::start(|request| match request.field("payment_method") {
-        Some("pm_unknown") => Answer::json(
-            400,
-            stripe_error("invalid_request_error", Some("resource_missing"), "No such PaymentMethod: 'pm_unknown'"),
-        ),
+        Some("pm_unknown") => {
+            Answer::json(400, stripe_error("invalid_request_error", Some("resource_missing"), "No such PaymentMethod: 'pm_unknown'"))
+        }
         _ => Answer::json(
             409,
             stripe_error(

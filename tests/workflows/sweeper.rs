@@ -8,16 +8,23 @@ use emporium_entities::{
     entity::users::Role,
     store::{catalog, checkouts, inventory, users},
 };
-use emporium_tests::{TestDatabase, count, worker::{TestWorker, temporal_client, unique_task_queue}};
-use emporium_workflows::sweeper::{ReservationSweeperWorkflow, contract::{SweepInput, schedule_id}};
+use emporium_tests::{
+    TestDatabase, count,
+    worker::{TestWorker, temporal_client, unique_task_queue},
+};
+use emporium_workflows::sweeper::{
+    ReservationSweeperWorkflow,
+    contract::{SweepInput, schedule_id},
+};
 
 const HISTORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/histories/sweeper_released.json");
 
 async fn reserve(database: &TestDatabase, owner: &str, product: i64, quantity: i32, expires_in: Span) {
     let tx = database.db.begin().await.unwrap();
-    let short = inventory::reserve_lines(&tx, owner, vec![inventory::ReserveLine { product_id: product, quantity }], Utc::now() + expires_in)
-        .await
-        .unwrap();
+    let short =
+        inventory::reserve_lines(&tx, owner, vec![inventory::ReserveLine { product_id: product, quantity }], Utc::now() + expires_in)
+            .await
+            .unwrap();
     assert!(short.is_empty());
     tx.commit().await.unwrap();
 }
@@ -95,7 +102,9 @@ async fn the_sweeper_releases_orphaned_expired_reservations_only() {
     let output = handle.get_result(WorkflowGetResultOptions::default()).await.expect("sweep completes");
     assert_eq!(output.released, vec![orphan.clone()]);
     assert_eq!((stock("available").await, stock("reserved").await), (7, 3), "the orphan's 3 units are back");
-    let released = count(&database.db, &format!("SELECT COUNT(*) AS n FROM inventory_reservations WHERE owner = '{orphan}' AND status = 'RELEASED'")).await;
+    let released =
+        count(&database.db, &format!("SELECT COUNT(*) AS n FROM inventory_reservations WHERE owner = '{orphan}' AND status = 'RELEASED'"))
+            .await;
     assert_eq!(released, 1);
     if std::env::var_os("EMPORIUM_RECORD_HISTORIES").is_some() {
         let json = handle.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await.unwrap();

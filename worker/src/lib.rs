@@ -10,8 +10,8 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use url::Url;
 
 use emporium_activities::{
-    CheckoutActivities, FlashSaleActivities, InventoryActivities, NotificationActivities, OrderActivities, PaymentActivities, PaymentGateway, SandboxGateway,
-    StripeGateway, SystemActivities, Webhook,
+    CheckoutActivities, FlashSaleActivities, InventoryActivities, NotificationActivities, OrderActivities, PaymentActivities,
+    PaymentGateway, SandboxGateway, StripeGateway, SystemActivities, Webhook,
 };
 use emporium_workflows::{
     checkout::CheckoutWorkflow,
@@ -51,10 +51,7 @@ impl WorkerConfig {
 /// Connects a Temporal client, bounded so a missing server is an error rather than a hang.
 pub async fn connect_temporal(address: &str, namespace: &str, identity: &str) -> anyhow::Result<Client> {
     let url = Url::parse(address).with_context(|| format!("TEMPORAL_ADDRESS {address:?} is not a URL"))?;
-    let options = ConnectionOptions::new(url)
-        .identity(identity.to_owned())
-        .connect_timeout(Duration::from_secs(5))
-        .build();
+    let options = ConnectionOptions::new(url).identity(identity.to_owned()).connect_timeout(Duration::from_secs(5)).build();
     let connection = tokio::time::timeout(Duration::from_secs(10), Connection::connect(options))
         .await
         .context("timed out connecting to Temporal")?
@@ -158,12 +155,7 @@ pub fn worker_options(task_queue: &str, deps: WorkerDependencies) -> anyhow::Res
 }
 
 /// Builds a worker polling `task_queue`.
-pub fn build_worker(
-    runtime: &Runtime,
-    client: Client,
-    task_queue: &str,
-    deps: WorkerDependencies,
-) -> anyhow::Result<Worker> {
+pub fn build_worker(runtime: &Runtime, client: Client, task_queue: &str, deps: WorkerDependencies) -> anyhow::Result<Worker> {
     Worker::new(runtime, client, worker_options(task_queue, deps)?).context("failed to create the Temporal worker")
 }
 
@@ -227,9 +219,12 @@ mod tests {
 
     #[test]
     fn a_webhook_needs_an_http_url_and_a_secret_that_errors_never_show() {
-        let hook = webhook_from(env(&[("NOTIFICATION_WEBHOOK_URL", "https://hooks.example.com/emporium"), ("NOTIFICATION_WEBHOOK_SECRET", "whsec_1")]))
-            .unwrap()
-            .expect("webhook");
+        let hook = webhook_from(env(&[
+            ("NOTIFICATION_WEBHOOK_URL", "https://hooks.example.com/emporium"),
+            ("NOTIFICATION_WEBHOOK_SECRET", "whsec_1"),
+        ]))
+        .unwrap()
+        .expect("webhook");
         assert_eq!(hook.url, "https://hooks.example.com/emporium");
         assert!(!format!("{hook:?}").contains("whsec_1"));
         assert!(webhook_from(env(&[("NOTIFICATION_WEBHOOK_URL", "https://hooks.example.com/")])).is_err(), "no secret");

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use temporalio_common::{RetryPolicy, error::IncomingError, search_attributes::SearchAttributes};
-use temporalio_sdk::{ActivityExecutionError, ActivityOptions, ChildWorkflowOptions, LocalActivityOptions, ParentClosePolicy, WorkflowContext};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, ChildWorkflowOptions, LocalActivityOptions, ParentClosePolicy, WorkflowContext,
+};
 
 use crate::order::{
     OrderWorkflow,

@@ -5,7 +5,10 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use uuid::Uuid;
 
-use emporium_entities::store::{checkouts, payments::{self, Purchase}};
+use emporium_entities::store::{
+    checkouts,
+    payments::{self, Purchase},
+};
 use emporium_workflows::checkout::contract::{ChargeInput, ChargeResult, RESERVATION_LOST, RefundInput};
 
 use super::{ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest};
@@ -56,15 +59,9 @@ impl PaymentActivities {
                 Purchase::Checkout(checkout_id)
             }
         };
-        let payment = payments::begin_charge(
-            &self.db,
-            &input.idempotency_key,
-            purchase,
-            input.amount_minor,
-            &input.currency,
-            self.gateway.name(),
-        )
-        .await?;
+        let payment =
+            payments::begin_charge(&self.db, &input.idempotency_key, purchase, input.amount_minor, &input.currency, self.gateway.name())
+                .await?;
         match payment.status.as_str() {
             "COMPLETED" | "REFUNDED" | "PARTIALLY_REFUNDED" => return Ok(ChargeResult::Charged { payment_id: payment.id.to_string() }),
             "FAILED" => {
@@ -134,7 +131,8 @@ impl PaymentActivities {
         };
         let refund_reference = self.gateway.refund(&request).await?;
         let tx = self.db.begin().await?;
-        payments::record_refund(&tx, payment_id, &input.idempotency_key, amount, &payment.currency, &input.reason, &refund_reference).await?;
+        payments::record_refund(&tx, payment_id, &input.idempotency_key, amount, &payment.currency, &input.reason, &refund_reference)
+            .await?;
         tx.commit().await?;
         tracing::info!(payment_id = %payment_id, amount, "payment refunded");
         Ok(())

@@ -4,9 +4,9 @@ mod activities;
 mod sandbox;
 mod stripe;
 
+pub use self::stripe::{StripeGateway, StripeGatewayBuilder};
 pub use activities::PaymentActivities;
 pub use sandbox::SandboxGateway;
-pub use self::stripe::{StripeGateway, StripeGatewayBuilder};
 
 /// A charge as the provider sees it. `payment_method` is a token such as `pm_card_visa`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +20,14 @@ pub struct ChargeRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
-    Succeeded { reference: String },
+    Succeeded {
+        reference: String,
+    },
     /// Final: retrying will not help.
-    Declined { code: String, message: String },
+    Declined {
+        code: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,7 +26,15 @@ impl SandboxGateway {
 
     /// Records one more attempt under `key` (locking its row until `tx` ends, so concurrent
     /// requests with one key are answered one after the other) and returns the request.
-    async fn attempt(&self, tx: &DatabaseTransaction, key: &str, operation: &str, method: Option<&str>, amount: i64, currency: &str) -> Result<Recorded, GatewayError> {
+    async fn attempt(
+        &self,
+        tx: &DatabaseTransaction,
+        key: &str,
+        operation: &str,
+        method: Option<&str>,
+        amount: i64,
+        currency: &str,
+    ) -> Result<Recorded, GatewayError> {
         let stmt = Statement::from_sql_and_values(
             DbBackend::Postgres,
             "INSERT INTO sandbox_gateway_requests (idempotency_key, operation, payment_method, amount_minor, currency, attempts) \
@@ -45,12 +53,12 @@ impl SandboxGateway {
     async fn settle(&self, tx: &DatabaseTransaction, key: &str, outcome: &str, reference: Option<&str>) -> Result<(), GatewayError> {
         let values: Vec<Value> = vec![key.into(), outcome.into(), reference.map(str::to_owned).into()];
         tx.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "UPDATE sandbox_gateway_requests SET outcome = $2, reference = $3, updated_at = now() WHERE idempotency_key = $1",
-                values,
-            ))
-            .await
-            .map_err(ledger)?;
+            DbBackend::Postgres,
+            "UPDATE sandbox_gateway_requests SET outcome = $2, reference = $3, updated_at = now() WHERE idempotency_key = $1",
+            values,
+        ))
+        .await
+        .map_err(ledger)?;
         Ok(())
     }
 }
@@ -87,7 +95,9 @@ impl PaymentGateway for SandboxGateway {
         let recorded = self.attempt(&tx, &request.idempotency_key, "refund", None, request.amount_minor, &request.currency).await?;
         let reference = match (recorded.outcome.as_deref(), recorded.reference) {
             (Some("succeeded"), Some(reference)) => reference,
-            _ if recorded.attempts <= REFUND_ERROR_ATTEMPTS && self.charged_with(&tx, &request.charge_reference).await?.as_deref() == Some(REFUND_ERROR_METHOD) => {
+            _ if recorded.attempts <= REFUND_ERROR_ATTEMPTS
+                && self.charged_with(&tx, &request.charge_reference).await?.as_deref() == Some(REFUND_ERROR_METHOD) =>
+            {
                 // the failed attempt is counted, as at a real provider
                 tx.commit().await.map_err(ledger)?;
                 return Err(GatewayError::Transient("processing_error: the refund could not be processed; try again".to_owned()));

@@ -8,7 +8,9 @@
 
 use std::{fmt, time::Duration};
 
-use ::stripe::{ApiErrors, ApiErrorsCode, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use ::stripe::{
+    ApiErrors, ApiErrorsCode, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest,
+};
 use stripe_core::{
     PaymentIntent, PaymentIntentStatus,
     payment_intent::{
@@ -187,11 +189,7 @@ fn charge_outcome(intent: PaymentIntent) -> Result<ChargeOutcome, GatewayError> 
             code: intent.cancellation_reason.map_or_else(|| "canceled".to_owned(), |reason| reason.as_str().to_owned()),
             message: "The payment was canceled.".to_owned(),
         }),
-        other => Err(GatewayError::Rejected(format!(
-            "payment intent {} is in unexpected status {}",
-            intent.id.as_str(),
-            other.as_str()
-        ))),
+        other => Err(GatewayError::Rejected(format!("payment intent {} is in unexpected status {}", intent.id.as_str(), other.as_str()))),
     }
 }
 

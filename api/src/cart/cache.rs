@@ -63,7 +63,9 @@ pub async fn put(redis: &RedisClient, user: Uuid, cart: &UserCart, event: Option
         // the cached cart is now older than Postgres's: mark it superseded, or readers would see it
         match emporium_entities::redis::supersede_user_cart(redis, user, cart.version).await {
             Ok(()) => tracing::warn!(error = %err, "cart cache write failed; the cached cart was superseded"),
-            Err(mark) => tracing::error!(error = %err, supersede_error = %mark, "cart cache write failed and the stale cart could not be superseded"),
+            Err(mark) => {
+                tracing::error!(error = %err, supersede_error = %mark, "cart cache write failed and the stale cart could not be superseded")
+            }
         }
     }
 }

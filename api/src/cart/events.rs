@@ -178,7 +178,8 @@ async fn manage(subscriber: SubscriberClient, shared: Arc<Shared>, mut requests:
             Subscription::Open(user, reply) => {
                 let receiver = {
                     let mut listeners = shared.listeners.lock().expect("cart listeners");
-                    let entry = listeners.entry(user).or_insert_with(|| Listeners { sender: broadcast::channel(PER_USER_BACKLOG).0, streams: 0 });
+                    let entry =
+                        listeners.entry(user).or_insert_with(|| Listeners { sender: broadcast::channel(PER_USER_BACKLOG).0, streams: 0 });
                     entry.streams += 1;
                     entry.sender.subscribe()
                 };

@@ -13,9 +13,7 @@ use fred::clients::Client as RedisClient;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
-use emporium_entities::store::carts::{
-    self, CartChange, CartError, CartLine, MergeLine, MergeReport, PricedCart, SkipReason, UserCart,
-};
+use emporium_entities::store::carts::{self, CartChange, CartError, CartLine, MergeLine, MergeReport, PricedCart, SkipReason, UserCart};
 
 pub use anonymous::SessionId;
 pub use events::{CartEvent, CartEventStream, CartEvents};
@@ -109,9 +107,8 @@ impl CartService {
                     }
                     _ => None,
                 };
-                let lines = anonymous::change(&self.redis, &session, change, product.as_ref(), MAX_LINE_QUANTITY)
-                    .await
-                    .map_err(|e| match e {
+                let lines =
+                    anonymous::change(&self.redis, &session, change, product.as_ref(), MAX_LINE_QUANTITY).await.map_err(|e| match e {
                         anonymous::ChangeError::Refused(refusal) => cart_error(refusal, change),
                         anonymous::ChangeError::Redis(e) => unavailable(e),
                     })?;
@@ -128,12 +125,9 @@ impl CartService {
     /// Moves a wishlist item into the user's cart.
     pub async fn move_from_wishlist(&self, user: Uuid, product_id: i64, quantity: i32) -> ApiResult<CartView> {
         let change = CartChange::Add { product_id, quantity };
-        let priced = carts::move_wishlist_item_to_cart(&self.db, user, product_id, quantity, MAX_LINE_QUANTITY)
-            .await
-            .map_err(|e| match e {
-                CartError::LineNotFound => {
-                    ApiError::new(ErrorCode::NotInWishlist, format!("product {product_id} is not on the wishlist"))
-                }
+        let priced =
+            carts::move_wishlist_item_to_cart(&self.db, user, product_id, quantity, MAX_LINE_QUANTITY).await.map_err(|e| match e {
+                CartError::LineNotFound => ApiError::new(ErrorCode::NotInWishlist, format!("product {product_id} is not on the wishlist")),
                 other => cart_error(other, change),
             })?;
         Ok(self.after_priced_change(user, priced).await)
@@ -151,12 +145,16 @@ impl CartService {
         let lines = taken
             .lines
             .into_iter()
-            .map(|l| MergeLine { product_id: l.product_id, quantity: l.quantity, unit_price_minor: l.unit_price_minor, currency: l.currency })
+            .map(|l| MergeLine {
+                product_id: l.product_id,
+                quantity: l.quantity,
+                unit_price_minor: l.unit_price_minor,
+                currency: l.currency,
+            })
             .collect();
         let merge_id = format!("{}:{}", session.as_str(), taken.take_id);
-        let (report, cart) = carts::merge_into_user_cart(&self.db, user, &merge_id, lines, MAX_LINE_QUANTITY)
-            .await
-            .map_err(ApiError::internal)?;
+        let (report, cart) =
+            carts::merge_into_user_cart(&self.db, user, &merge_id, lines, MAX_LINE_QUANTITY).await.map_err(ApiError::internal)?;
         if let Err(err) = anonymous::merged(&self.redis, session, &taken.take_id).await {
             // Harmless: the merge is recorded in Postgres and the take will not merge twice.
             tracing::warn!(error = %err, "could not delete a merged anonymous cart");
@@ -230,12 +228,8 @@ fn cart_error(err: CartError, change: CartChange) -> ApiError {
         CartChange::Clear => 0,
     };
     match err {
-        CartError::ProductNotFound => {
-            ApiError::new(ErrorCode::ProductNotFound, format!("product {product_id} does not exist"))
-        }
-        CartError::LineNotFound => {
-            ApiError::new(ErrorCode::CartItemNotFound, format!("the cart has no line for product {product_id}"))
-        }
+        CartError::ProductNotFound => ApiError::new(ErrorCode::ProductNotFound, format!("product {product_id} does not exist")),
+        CartError::LineNotFound => ApiError::new(ErrorCode::CartItemNotFound, format!("the cart has no line for product {product_id}")),
         CartError::InsufficientStock { available, in_cart } => ApiError::with_details(
             ErrorCode::InsufficientStock,
             format!("only {available} of product {product_id} available ({in_cart} already in the cart)"),

@@ -127,9 +127,7 @@ fn text(value: &str, code: ErrorCode, field: &str, max: usize) -> ApiResult<Stri
 }
 
 fn sku(value: &str) -> ApiResult<String> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ok = !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !ok {
         return Err(bad(ErrorCode::InvalidSku, "sku must be 1 to 64 letters, digits, '-' or '_'"));
     }

@@ -1,14 +1,19 @@
 use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::{Path, Query}, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 use uuid::Uuid;
 
 use emporium_entities::store::{orders, users};
 use emporium_workflows::order::contract::{OrderStatus, Shipment};
 
 use super::{
-    ApiTags, Money, page_request,
+    ApiTags, Money,
     orders::{Order, OrderCommandResponse, load_order},
+    page_request,
 };
 use crate::{
     auth::BearerAuth,
@@ -98,9 +103,10 @@ impl AdminOrdersApi {
         let page = page_request(page.0, limit.0)?;
         let status = match status.0.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
-            Some(raw) => Some(OrderStatus::parse(&raw.to_ascii_uppercase()).ok_or_else(|| {
-                ApiError::new(ErrorCode::InvalidParameter, format!("status {raw:?} is not an order status"))
-            })?),
+            Some(raw) => Some(
+                OrderStatus::parse(&raw.to_ascii_uppercase())
+                    .ok_or_else(|| ApiError::new(ErrorCode::InvalidParameter, format!("status {raw:?} is not an order status")))?,
+            ),
         };
         let customer = match customer.0.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
             None => None,
@@ -139,7 +145,13 @@ impl AdminOrdersApi {
 
     /// Marks a placed order shipped, with its carrier and tracking number.
     #[oai(path = "/admin/orders/:id/ship", method = "post")]
-    async fn ship_order(&self, state: Data<&AppState>, auth: BearerAuth, id: Path<Uuid>, body: Json<ShipBody>) -> ApiResult<OrderCommandResponse> {
+    async fn ship_order(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        id: Path<Uuid>,
+        body: Json<ShipBody>,
+    ) -> ApiResult<OrderCommandResponse> {
         auth.require_admin()?;
         let shipment = parse_shipment(body.0)?;
         state.orders.command(id.0, None, OrderCommand::Ship(shipment)).await?;

@@ -2,7 +2,11 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Header, payload::Json};
 use uuid::Uuid;
 
-use emporium_entities::{StoreError, entity::users::Role, store::{carts::MergeReport, users}};
+use emporium_entities::{
+    StoreError,
+    entity::users::Role,
+    store::{carts::MergeReport, users},
+};
 
 use super::ApiTags;
 use crate::{
@@ -82,11 +86,7 @@ impl From<MergeReport> for CartMerge {
         CartMerge {
             already_merged: r.already_merged,
             merged: r.merged.into_iter().map(|(product_id, quantity)| MergedLine { product_id, quantity }).collect(),
-            capped: r
-                .capped
-                .into_iter()
-                .map(|(product_id, requested, added)| CappedLine { product_id, requested, added })
-                .collect(),
+            capped: r.capped.into_iter().map(|(product_id, requested, added)| CappedLine { product_id, requested, added }).collect(),
             skipped: r
                 .skipped
                 .into_iter()
@@ -169,11 +169,7 @@ const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$
 impl AuthApi {
     /// Create a customer account.
     #[oai(path = "/auth/register", method = "post")]
-    async fn register(
-        &self,
-        state: poem::web::Data<&AppState>,
-        body: Json<Credentials>,
-    ) -> ApiResult<RegisterResponse> {
+    async fn register(&self, state: poem::web::Data<&AppState>, body: Json<Credentials>) -> ApiResult<RegisterResponse> {
         let email = Email::parse(&body.email)?;
         let password = Password::parse(&body.password)?;
         let hash = hash_password(password.expose()).await.map_err(ApiError::internal)?;
@@ -232,11 +228,6 @@ impl AuthApi {
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the account of this token no longer exists"))?;
-        Ok(MeResponse::Ok(Json(Me {
-            user_id: user.id,
-            email: user.email,
-            role: user.role.into(),
-            created_at: user.created_at,
-        })))
+        Ok(MeResponse::Ok(Json(Me { user_id: user.id, email: user.email, role: user.role.into(), created_at: user.created_at })))
     }
 }

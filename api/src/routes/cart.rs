@@ -64,10 +64,7 @@ enum CartEventsResponse {
 /// A quantity from the request: 1 to the line limit.
 pub fn quantity(value: i64) -> ApiResult<i32> {
     if !(1..=i64::from(MAX_LINE_QUANTITY)).contains(&value) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuantity,
-            format!("quantity must be 1 to {MAX_LINE_QUANTITY}"),
-        ));
+        return Err(ApiError::new(ErrorCode::InvalidQuantity, format!("quantity must be 1 to {MAX_LINE_QUANTITY}")));
     }
     Ok(value as i32)
 }

@@ -1,7 +1,14 @@
 use chrono::{DateTime, Utc};
-use poem_openapi::{ApiResponse, Object, OpenApi, param::{Path, Query}, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 
-use emporium_entities::{entity::categories, store::catalog::{self, ProductView}};
+use emporium_entities::{
+    entity::categories,
+    store::catalog::{self, ProductView},
+};
 
 use super::{ApiTags, Money, page_request};
 use crate::{

@@ -1,13 +1,20 @@
 use chrono::{DateTime, TimeZone, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::{Header, Path}, payload::Json};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi,
+    param::{Header, Path},
+    payload::Json,
+};
 use uuid::Uuid;
 
 use emporium_workflows::checkout::contract::{
     CheckoutStage, CheckoutView, PaymentOutcome, PaymentRequest, ShippingAddress as ContractAddress,
 };
 
-use super::{ApiTags, Money, orders::{Order, load_order}};
+use super::{
+    ApiTags, Money,
+    orders::{Order, load_order},
+};
 use crate::{
     auth::BearerAuth,
     checkout::checkout_id_for,
@@ -106,11 +113,7 @@ pub(crate) fn payment_failed(reason: String, held: &str) -> ApiError {
 /// A failure as clients may see it: machine codes (`card_declined`) pass, anything else (an
 /// internal message) becomes `internal_error`; operators find the detail in the workflow.
 fn public_failure(failure: String) -> String {
-    if !failure.is_empty() && failure.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-        failure
-    } else {
-        "internal_error".to_owned()
-    }
+    if !failure.is_empty() && failure.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') { failure } else { "internal_error".to_owned() }
 }
 
 fn money(amount: i64, currency: &str) -> Money {

@@ -351,7 +351,12 @@ impl FlashSalesApi {
     /// (409 `insufficient_stock` if there are not enough); a workflow loads it into Redis before
     /// it starts, ends it, and returns the unsold units afterwards.
     #[oai(path = "/admin/flash-sales", method = "post", tag = "ApiTags::Admin")]
-    async fn create_flash_sale(&self, state: Data<&AppState>, auth: BearerAuth, body: Json<CreateFlashSale>) -> ApiResult<CreateFlashSaleResponse> {
+    async fn create_flash_sale(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        body: Json<CreateFlashSale>,
+    ) -> ApiResult<CreateFlashSaleResponse> {
         auth.require_admin()?;
         let b = body.0;
         if !(1..=MAX_QUANTITY).contains(&b.quantity) {
@@ -375,9 +380,10 @@ impl FlashSalesApi {
             return Err(invalid("endsAt must be in the future"));
         }
         let product = emporium_entities::store::carts::cart_products(&state.db, &[b.product_id]).await?;
-        let product = product.into_iter().find(|p| !p.deleted).ok_or_else(|| {
-            ApiError::new(ErrorCode::ProductNotFound, format!("product {} does not exist", b.product_id))
-        })?;
+        let product = product
+            .into_iter()
+            .find(|p| !p.deleted)
+            .ok_or_else(|| ApiError::new(ErrorCode::ProductNotFound, format!("product {} does not exist", b.product_id)))?;
         if product.currency != b.price.currency {
             return Err(ApiError::new(ErrorCode::CurrencyMismatch, format!("the product is priced in {}", product.currency)));
         }
@@ -423,7 +429,10 @@ impl FlashSalesApi {
         let options = WorkflowStartOptions::new(state.config.task_queue.clone(), sale_workflow_id(&input.sale_id))
             .search_attributes(SearchAttributes::new([FLASH_SALE_ID.value_set(sale.id.to_string())]))
             .build();
-        client.start_workflow(FlashSaleWorkflow::run, input, options).await.map_err(|e| ApiError::unavailable("the workflow service", e))?;
+        client
+            .start_workflow(FlashSaleWorkflow::run, input, options)
+            .await
+            .map_err(|e| ApiError::unavailable("the workflow service", e))?;
         tx.commit().await.map_err(emporium_entities::StoreError::from)?;
         Ok(CreateFlashSaleResponse::Created(Json(admin_view(&state, sale).await?)))
     }
@@ -552,7 +561,9 @@ impl FlashSalesApi {
         let options = WorkflowExecuteUpdateOptions::builder().update_id(format!("flash-payment:{}", claim.id)).build();
         let outcome = match handle.execute_update(FlashSaleClaimWorkflow::submit_payment, request, options).await {
             Ok(outcome) => outcome,
-            Err(WorkflowUpdateError::Failed(f)) if f.message == REFUSAL_CLAIM_EXPIRED || f.message == REFUSAL_CLAIM_CLOSED => return Err(expired()),
+            Err(WorkflowUpdateError::Failed(f)) if f.message == REFUSAL_CLAIM_EXPIRED || f.message == REFUSAL_CLAIM_CLOSED => {
+                return Err(expired());
+            }
             // the claim's workflow has closed (or is another claim's now): answer from Postgres
             Err(WorkflowUpdateError::NotFound(_) | WorkflowUpdateError::Failed(_)) => {
                 return match flash_sales::find_claim(&state.db, claim.id).await?.and_then(|c| c.order_id) {

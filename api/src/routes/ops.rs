@@ -1,6 +1,9 @@
 use fred::interfaces::ClientLike;
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::{Json, PlainText}};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi,
+    payload::{Json, PlainText},
+};
 use sea_orm::ConnectionTrait;
 
 use super::ApiTags;
@@ -127,7 +130,10 @@ impl OpsApi {
         match emporium_entities::store::flash_sales::recent_figures(&state.db).await {
             Ok(figures) => {
                 // the waiting rooms are in Redis: one ZCARD each, sent together
-                let queues = futures::future::join_all(figures.iter().map(|(sale, _)| emporium_entities::flash_redis::queue_length(&state.redis, *sale))).await;
+                let queues = futures::future::join_all(
+                    figures.iter().map(|(sale, _)| emporium_entities::flash_redis::queue_length(&state.redis, *sale)),
+                )
+                .await;
                 for ((sale, f), queued) in figures.into_iter().zip(queues) {
                     state.metrics.flash_sale_figures(sale, f.paid, f.expired);
                     match queued {

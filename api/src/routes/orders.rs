@@ -1,7 +1,11 @@
 use chrono::{DateTime, Utc};
-use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::{Path, Query}, payload::Json};
 use emporium_workflows::order::contract::{ReturnItem as ContractReturnItem, ReturnRequest};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 use uuid::Uuid;
 
 use emporium_entities::store::orders::{self, OrderSummary as StoredSummary};
@@ -126,7 +130,11 @@ pub async fn load_order(state: &AppState, owner: Option<Uuid>, order_id: Uuid) -
         status: order.status.clone(),
         totals: totals(&order),
         payment,
-        shipment: order.carrier.clone().zip(order.tracking_number.clone()).map(|(carrier, tracking_number)| Shipment { carrier, tracking_number }),
+        shipment: order
+            .carrier
+            .clone()
+            .zip(order.tracking_number.clone())
+            .map(|(carrier, tracking_number)| Shipment { carrier, tracking_number }),
         items: items
             .into_iter()
             .map(|i| OrderItem {

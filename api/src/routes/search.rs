@@ -147,9 +147,7 @@ impl SearchApi {
         let (page, limit) = (checked.page, checked.limit);
         let category = category.0.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned);
         let outcome = state.search.search(checked, category.as_deref()).await.map_err(|err| match err {
-            SearchFailure::UnknownCategory(key) => {
-                ApiError::new(ErrorCode::UnknownCategory, format!("category {key:?} does not exist"))
-            }
+            SearchFailure::UnknownCategory(key) => ApiError::new(ErrorCode::UnknownCategory, format!("category {key:?} does not exist")),
             SearchFailure::Index(err) => ApiError::unavailable("search", err),
         })?;
         let slug = |id: i64| outcome.categories.slug(id).unwrap_or_default().to_owned();
@@ -172,12 +170,7 @@ impl SearchApi {
             page,
             limit,
             facets: SearchFacets {
-                category: results
-                    .facets
-                    .categories
-                    .into_iter()
-                    .map(|(id, count)| FacetCount { value: slug(id), count })
-                    .collect(),
+                category: results.facets.categories.into_iter().map(|(id, count)| FacetCount { value: slug(id), count }).collect(),
                 brand: results.facets.brands.into_iter().map(|(value, count)| FacetCount { value, count }).collect(),
                 price: PRICE_BANDS
                     .iter()

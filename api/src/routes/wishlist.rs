@@ -84,13 +84,17 @@ impl WishlistApi {
 
     /// Take a product off the wishlist.
     #[oai(path = "/wishlist/:product_id", method = "delete")]
-    async fn remove_from_wishlist(&self, state: Data<&AppState>, auth: BearerAuth, product_id: Path<i64>) -> ApiResult<WishlistChangedResponse> {
+    async fn remove_from_wishlist(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        product_id: Path<i64>,
+    ) -> ApiResult<WishlistChangedResponse> {
         match wishlists::remove(&state.db, auth.user_id(), product_id.0).await {
             Ok(()) => Ok(WishlistChangedResponse::Done),
-            Err(StoreError::NotFound) => Err(ApiError::new(
-                ErrorCode::NotInWishlist,
-                format!("product {} is not on the wishlist", product_id.0),
-            )),
+            Err(StoreError::NotFound) => {
+                Err(ApiError::new(ErrorCode::NotInWishlist, format!("product {} is not on the wishlist", product_id.0)))
+            }
             Err(err) => Err(ApiError::internal(err)),
         }
     }

@@ -56,12 +56,7 @@ pub struct Step {
 }
 
 impl Indexer {
-    pub fn new(
-        db: DatabaseConnection,
-        index: SharedIndex,
-        categories: Arc<ArcSwap<CategoryTree>>,
-        retention: Duration,
-    ) -> Self {
+    pub fn new(db: DatabaseConnection, index: SharedIndex, categories: Arc<ArcSwap<CategoryTree>>, retention: Duration) -> Self {
         Indexer { db, index, categories, batch: DEFAULT_BATCH, retention }
     }
 
@@ -114,9 +109,7 @@ impl Indexer {
             count += page.len() as u64;
             rebuild.add(page.into_iter().map(|p| IndexDoc::from_product(p, &categories)).collect()).await?;
         }
-        rebuild
-            .finish(Checkpoint { txid: xmin, id: 0, applied: Vec::new(), written_at: Utc::now(), sequence, database })
-            .await?;
+        rebuild.finish(Checkpoint { txid: xmin, id: 0, applied: Vec::new(), written_at: Utc::now(), sequence, database }).await?;
         tracing::info!(products = count, elapsed_ms = started.elapsed().as_millis() as u64, "search index rebuilt");
         Ok(count)
     }
@@ -128,11 +121,7 @@ impl Indexer {
 
     /// Applies the next batch of outbox rows, if any, in one index commit.
     pub async fn step(&self) -> Result<Step, SearchError> {
-        let checkpoint = self
-            .index
-            .checkpoint()
-            .await?
-            .ok_or_else(|| SearchError::Corrupt("the index was never built".to_owned()))?;
+        let checkpoint = self.index.checkpoint().await?.ok_or_else(|| SearchError::Corrupt("the index was never built".to_owned()))?;
         let skip: Vec<i64> = checkpoint.applied.iter().map(|&(_, id)| id).collect();
         let batch = store::read_outbox(&self.db, checkpoint.position(), &skip, self.batch).await?;
         let mut more = batch.rows.len() as u64 >= self.batch;

@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use emporium_entities::store::search::{OutboxPosition, SearchProduct};
 
-pub use self::{categories::CategoryTree, query::{Sort, PRICE_BANDS}};
+pub use self::{
+    categories::CategoryTree,
+    query::{PRICE_BANDS, Sort},
+};
 
 /// What can go wrong inside an index. Never shown to clients: routes log it and answer 503.
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +203,10 @@ use fred::clients::Client as RedisClient;
 use sea_orm::DatabaseConnection;
 
 use self::{cache::SearchCache, indexer::Indexer, query::CheckedSearch};
-use crate::{config::{SearchBackend, SearchConfig}, metrics::Metrics};
+use crate::{
+    config::{SearchBackend, SearchConfig},
+    metrics::Metrics,
+};
 
 /// Why a search was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -315,8 +321,15 @@ impl SearchService {
 /// Everything that decides the answer, behind the generation of the index that gave it.
 fn cache_key(generation: &str, q: &IndexQuery) -> String {
     let canonical = serde_json::json!([
-        q.text.to_lowercase(), q.category, q.brands.iter().map(|b| b.to_lowercase()).collect::<Vec<_>>(),
-        q.min_price, q.max_price, q.in_stock, q.sort.as_str(), q.offset, q.limit,
+        q.text.to_lowercase(),
+        q.category,
+        q.brands.iter().map(|b| b.to_lowercase()).collect::<Vec<_>>(),
+        q.min_price,
+        q.max_price,
+        q.in_stock,
+        q.sort.as_str(),
+        q.offset,
+        q.limit,
     ]);
     format!("search:v1:{generation}:{canonical}")
 }

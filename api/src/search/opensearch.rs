@@ -24,8 +24,7 @@ use opensearch::{
 use serde_json::{Value, json};
 
 use super::{
-    Checkpoint, Facets, Hit, IndexChanges, IndexDoc, IndexQuery, IndexResults, Rebuild, SearchError, SearchIndex,
-    Sort, query::PRICE_BANDS,
+    Checkpoint, Facets, Hit, IndexChanges, IndexDoc, IndexQuery, IndexResults, Rebuild, SearchError, SearchIndex, Sort, query::PRICE_BANDS,
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,11 +52,8 @@ impl OpenSearchIndex {
         // reqwest is built without a TLS provider of its own (see Cargo.toml)
         crate::install_crypto_provider();
         let url = Url::parse(url).map_err(|e| os_err(format!("OPENSEARCH_URL {url:?}: {e}")))?;
-        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-            .timeout(REQUEST_TIMEOUT)
-            .disable_proxy()
-            .build()
-            .map_err(os_err)?;
+        let transport =
+            TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(REQUEST_TIMEOUT).disable_proxy().build().map_err(os_err)?;
         Ok(OpenSearchIndex { client: OpenSearch::new(transport), alias: alias.to_owned(), state: Arc::default() })
     }
 
@@ -68,11 +64,7 @@ impl OpenSearchIndex {
     /// Sends a request; `Ok(None)` for 404, an error for any other failure status.
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Option<Value>, SearchError> {
         let response = match body {
-            Some(body) => {
-                self.client
-                    .send(method, path, HeaderMap::new(), None::<&()>, Some(body.to_string()), None)
-                    .await
-            }
+            Some(body) => self.client.send(method, path, HeaderMap::new(), None::<&()>, Some(body.to_string()), None).await,
             None => self.client.send::<String, ()>(method, path, HeaderMap::new(), None, None, None).await,
         }
         .map_err(os_err)?;
@@ -91,11 +83,7 @@ impl OpenSearchIndex {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
         let path = if refresh { "/_bulk?refresh=true" } else { "/_bulk" };
-        let response = self
-            .client
-            .send(Method::Post, path, headers, None::<&()>, Some(body), None)
-            .await
-            .map_err(os_err)?;
+        let response = self.client.send(Method::Post, path, headers, None::<&()>, Some(body), None).await.map_err(os_err)?;
         let answer = read_response(response).await?.unwrap_or_default();
         check_bulk(&answer)
     }
@@ -117,12 +105,8 @@ impl OpenSearchIndex {
     }
 
     async fn save_checkpoint(&self, index: &str, checkpoint: &Checkpoint) -> Result<(), SearchError> {
-        self.call(
-            Method::Put,
-            &format!("/{}/_doc/{index}?refresh=true", self.meta_index()),
-            Some(json!({ "checkpoint": checkpoint })),
-        )
-        .await?;
+        self.call(Method::Put, &format!("/{}/_doc/{index}?refresh=true", self.meta_index()), Some(json!({ "checkpoint": checkpoint })))
+            .await?;
         Ok(())
     }
 
@@ -360,22 +344,16 @@ pub fn parse_search(answer: &Value) -> Result<IndexResults, SearchError> {
     }
     let total = answer["hits"]["total"]["value"].as_u64().or_else(|| answer["hits"]["total"].as_u64()).unwrap_or(0);
     let buckets = |name: &str| answer["aggregations"][name]["values"]["buckets"].as_array().cloned().unwrap_or_default();
-    let categories = buckets("category")
-        .iter()
-        .filter_map(|b| Some((b["key"].as_i64()?, b["doc_count"].as_u64()?)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let categories =
+        buckets("category").iter().filter_map(|b| Some((b["key"].as_i64()?, b["doc_count"].as_u64()?))).filter(|(_, n)| *n > 0).collect();
     let brands = buckets("brand")
         .iter()
         .filter_map(|b| Some((b["key"].as_str()?.to_owned(), b["doc_count"].as_u64()?)))
         .filter(|(_, n)| *n > 0)
         .collect();
     let price_buckets = buckets("price");
-    let price_bands = PRICE_BANDS
-        .iter()
-        .enumerate()
-        .map(|(i, _)| price_buckets.get(i).and_then(|b| b["doc_count"].as_u64()).unwrap_or(0))
-        .collect();
+    let price_bands =
+        PRICE_BANDS.iter().enumerate().map(|(i, _)| price_buckets.get(i).and_then(|b| b["doc_count"].as_u64()).unwrap_or(0)).collect();
     Ok(IndexResults { total, hits, facets: Facets { categories, brands, price_bands } })
 }
 
@@ -400,10 +378,8 @@ impl SearchIndex for OpenSearchIndex {
     }
 
     async fn suggest(&self, prefix: &str, limit: usize) -> Result<Vec<String>, SearchError> {
-        let answer = self
-            .call(Method::Post, &format!("/{}/_search", self.alias), Some(suggest_body(prefix, limit * 5)))
-            .await?
-            .unwrap_or_default();
+        let answer =
+            self.call(Method::Post, &format!("/{}/_search", self.alias), Some(suggest_body(prefix, limit * 5))).await?.unwrap_or_default();
         let mut titles: Vec<String> = Vec::new();
         for hit in answer["hits"]["hits"].as_array().into_iter().flatten() {
             if let Some(title) = hit["_source"]["title"].as_str()

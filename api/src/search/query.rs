@@ -142,13 +142,8 @@ impl RawSearch {
             return Err(ParamError::PageTooDeep);
         }
         // one brand parameter may also hold several, comma-separated
-        let mut brands: Vec<String> = self
-            .brands
-            .iter()
-            .flat_map(|b| b.split(','))
-            .map(|b| b.trim().to_owned())
-            .filter(|b| !b.is_empty())
-            .collect();
+        let mut brands: Vec<String> =
+            self.brands.iter().flat_map(|b| b.split(',')).map(|b| b.trim().to_owned()).filter(|b| !b.is_empty()).collect();
         brands.sort();
         brands.dedup();
         if brands.len() > MAX_BRANDS {

@@ -21,26 +21,20 @@ use std::{
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use tantivy::{
-    DocAddress, DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentOrdinal, SegmentReader,
+    DocAddress, DocId, DocSet, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentOrdinal, SegmentReader, TERMINATED,
     TantivyDocument, Term,
     collector::{Collector, SegmentCollector, TopDocs},
-    index::SegmentId,
     columnar::{Column, ColumnValues, StrColumn},
-    DocSet, TERMINATED,
     fieldnorm::FieldNormReader,
+    index::SegmentId,
     postings::{Postings, SegmentPostings},
-    query::{
-        AllQuery, BooleanQuery, BoostQuery, Bm25Weight, ConstScoreQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, Query,
-        TermQuery,
-    },
-    schema::{
-        FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TextFieldIndexing, TextOptions, Value,
-    },
+    query::{AllQuery, Bm25Weight, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, Query, TermQuery},
+    schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TextFieldIndexing, TextOptions, Value},
 };
 
 use super::{
-    Checkpoint, Facets, Hit, IndexChanges, IndexDoc, IndexQuery, IndexResults, Rebuild, SearchError, SearchIndex,
-    Sort, query::{PRICE_BANDS, price_band},
+    Checkpoint, Facets, Hit, IndexChanges, IndexDoc, IndexQuery, IndexResults, Rebuild, SearchError, SearchIndex, Sort,
+    query::{PRICE_BANDS, price_band},
 };
 
 const CURRENT: &str = "CURRENT";
@@ -79,9 +73,8 @@ struct Fields {
 
 fn schema() -> Schema {
     let mut b = Schema::builder();
-    let with_freqs = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::WithFreqs),
-    );
+    let with_freqs = TextOptions::default()
+        .set_indexing_options(TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::WithFreqs));
     b.add_u64_field("id", INDEXED | FAST | STORED);
     // positions for the phrase boost and for autocomplete
     b.add_text_field("title", TEXT | STORED);
@@ -89,9 +82,8 @@ fn schema() -> Schema {
     b.add_text_field("description", with_freqs);
     b.add_text_field(
         "text",
-        TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::Basic),
-        ),
+        TextOptions::default()
+            .set_indexing_options(TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::Basic)),
     );
     b.add_text_field("brand", STRING | FAST | STORED);
     b.add_u64_field("category", FAST | STORED);
@@ -189,10 +181,9 @@ impl Generation {
         let metas = index.load_metas()?;
         let checkpoint = match metas.payload.as_deref() {
             None => None,
-            Some(payload) => Some(
-                serde_json::from_str::<Checkpoint>(payload)
-                    .map_err(|e| SearchError::Corrupt(format!("commit payload: {e}")))?,
-            ),
+            Some(payload) => {
+                Some(serde_json::from_str::<Checkpoint>(payload).map_err(|e| SearchError::Corrupt(format!("commit payload: {e}")))?)
+            }
         };
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(Generation {
@@ -341,9 +332,7 @@ fn remove_stale_generations(base: &Path, current: &str) {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
-) -> Result<T, SearchError> {
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, SearchError> + Send + 'static) -> Result<T, SearchError> {
     tokio::task::spawn_blocking(work).await.map_err(|e| SearchError::Task(e.to_string()))?
 }
 
@@ -515,12 +504,7 @@ fn tokens(index: &Index, field: Field, text: &str) -> Result<Vec<String>, Search
 /// word is the union of its three boosted field terms (the BM25 sum, boosted by field); that
 /// measured faster than matching in `text` and scoring the field terms as optional clauses,
 /// which are sought document by document.
-fn text_query(
-    generation: &Generation,
-    searcher: &tantivy::Searcher,
-    text: &str,
-    scoring: bool,
-) -> Result<Box<dyn Query>, SearchError> {
+fn text_query(generation: &Generation, searcher: &tantivy::Searcher, text: &str, scoring: bool) -> Result<Box<dyn Query>, SearchError> {
     let f = generation.fields;
     let words = tokens(&generation.index, f.title, text)?;
     if words.is_empty() {
@@ -900,8 +884,7 @@ fn search(generation: &Generation, q: &IndexQuery) -> Result<IndexResults, Searc
             score: entry.score,
         });
     }
-    let mut categories: Vec<(i64, u64)> =
-        fruit.categories.into_iter().filter(|(_, n)| *n > 0).map(|(c, n)| (c as i64, n)).collect();
+    let mut categories: Vec<(i64, u64)> = fruit.categories.into_iter().filter(|(_, n)| *n > 0).map(|(c, n)| (c as i64, n)).collect();
     categories.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut brands: Vec<(String, u64)> = fruit.brands.into_iter().filter(|(_, n)| *n > 0).collect();
     brands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -917,8 +900,7 @@ fn suggest(generation: &Generation, prefix: &str, limit: usize) -> Result<Vec<St
     let mut query = PhrasePrefixQuery::new(words.iter().map(|w| Term::from_field_text(f.title, w)).collect());
     query.set_max_expansions(200);
     let searcher = generation.reader.searcher();
-    let top = searcher
-        .search(&query, &TopDocs::with_limit(limit * 5).order_by_fast_field::<u64>("rating_count", Order::Desc))?;
+    let top = searcher.search(&query, &TopDocs::with_limit(limit * 5).order_by_fast_field::<u64>("rating_count", Order::Desc))?;
     let mut seen = HashSet::new();
     let mut titles = Vec::new();
     for (_, address) in top {
@@ -1197,9 +1179,7 @@ impl Collector for SearchCollector<'_> {
 
     fn for_segment(&self, segment: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<SegmentSearch> {
         let columns = match self.cached {
-            Some((generation, searcher)) => {
-                segment_table(&generation.columns, searcher, reader, false, || SegmentColumns::open(reader))?
-            }
+            Some((generation, searcher)) => segment_table(&generation.columns, searcher, reader, false, || SegmentColumns::open(reader))?,
             None => Arc::new(SegmentColumns::open(reader)?),
         };
         let max_category = columns.category.max_value() as usize;
@@ -1246,8 +1226,7 @@ impl Collector for SearchCollector<'_> {
             price_counts: vec![0; PRICE_BANDS.len()],
         };
         if let Some((generation, searcher)) = self.cached {
-            search.facts =
-                Some(segment_table(&generation.facts, searcher, reader, false, || Ok(DocFacts::build(reader, &search)))?);
+            search.facts = Some(segment_table(&generation.facts, searcher, reader, false, || Ok(DocFacts::build(reader, &search)))?);
         }
         Ok(search)
     }
@@ -1346,12 +1325,8 @@ impl SegmentSearch {
     #[inline]
     fn tally(&mut self, category: u64, brand: Option<u64>, band: usize, price_ok: bool, n: u64, remove: bool) -> bool {
         let add = |count: &mut u64| if remove { *count -= n } else { *count += n };
-        let category_ok =
-            self.category_allowed.as_ref().is_none_or(|a| a.get(category as usize).copied().unwrap_or(false));
-        let brand_ok = self
-            .brand_allowed
-            .as_ref()
-            .is_none_or(|a| brand.and_then(|b| a.get(b as usize).copied()).unwrap_or(false));
+        let category_ok = self.category_allowed.as_ref().is_none_or(|a| a.get(category as usize).copied().unwrap_or(false));
+        let brand_ok = self.brand_allowed.as_ref().is_none_or(|a| brand.and_then(|b| a.get(b as usize).copied()).unwrap_or(false));
         if brand_ok && price_ok {
             add(&mut self.category_counts[category as usize]);
         }
@@ -1378,7 +1353,8 @@ impl SegmentSearch {
             if self.in_stock && self.columns.available.get_val(doc) <= 0 {
                 continue;
             }
-            let (category, brand, price) = (self.columns.category.get_val(doc), self.columns.brand_ords.first(doc), self.columns.price.get_val(doc));
+            let (category, brand, price) =
+                (self.columns.category.get_val(doc), self.columns.brand_ords.first(doc), self.columns.price.get_val(doc));
             self.tally(category, brand, price_band(price), true, 1, true);
         }
     }
@@ -1396,7 +1372,9 @@ impl SegmentSearch {
         match self.sort {
             Sort::Relevance | Sort::PriceAsc | Sort::PriceDesc => primary_key(self.sort, score, price, 0, 0.0, 0),
             Sort::Newest => primary_key(self.sort, score, price, self.columns.created.get_val(doc), 0.0, 0),
-            Sort::Rating => primary_key(self.sort, score, price, 0, self.columns.rating.get_val(doc), self.columns.rating_count.get_val(doc)),
+            Sort::Rating => {
+                primary_key(self.sort, score, price, 0, self.columns.rating.get_val(doc), self.columns.rating_count.get_val(doc))
+            }
         }
     }
 
@@ -1420,7 +1398,8 @@ impl SegmentCollector for SegmentSearch {
         if self.in_stock && self.columns.available.get_val(doc) <= 0 {
             return;
         }
-        let (category, price, brand) = (self.columns.category.get_val(doc), self.columns.price.get_val(doc), self.columns.brand_ords.first(doc));
+        let (category, price, brand) =
+            (self.columns.category.get_val(doc), self.columns.price.get_val(doc), self.columns.brand_ords.first(doc));
         self.collect_values(doc, score, category, price, brand);
     }
 
@@ -1476,13 +1455,7 @@ impl SegmentCollector for SegmentSearch {
         SearchFruit {
             total: self.total,
             top: self.top.into_sorted(),
-            categories: self
-                .category_counts
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n > 0)
-                .map(|(c, n)| (c as u64, *n))
-                .collect(),
+            categories: self.category_counts.iter().enumerate().filter(|(_, n)| **n > 0).map(|(c, n)| (c as u64, *n)).collect(),
             brands,
             price_bands: self.price_counts,
         }

@@ -142,10 +142,6 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP FUNCTION IF EXISTS cart_changes(jsonb, integer, integer)")
-            .await
-            .map(|_| ())
+        manager.get_connection().execute_unprepared("DROP FUNCTION IF EXISTS cart_changes(jsonb, integer, integer)").await.map(|_| ())
     }
 }

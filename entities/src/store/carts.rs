@@ -41,10 +41,18 @@ pub struct CartProduct {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CartChange {
     /// Adds to the line (creating it).
-    Add { product_id: i64, quantity: i32 },
+    Add {
+        product_id: i64,
+        quantity: i32,
+    },
     /// Sets the quantity of an existing line.
-    Set { product_id: i64, quantity: i32 },
-    Remove { product_id: i64 },
+    Set {
+        product_id: i64,
+        quantity: i32,
+    },
+    Remove {
+        product_id: i64,
+    },
     Clear,
 }
 
@@ -110,9 +118,7 @@ pub async fn cart_products<C: ConnectionTrait>(db: &C, ids: &[i64]) -> Result<Ve
 }
 
 pub async fn load_user_cart<C: ConnectionTrait>(db: &C, user_id: Uuid) -> Result<UserCart, StoreError> {
-    let cart = db
-        .query_one_raw(stmt("SELECT id, version FROM carts WHERE user_id = $1", vec![user_id.into()]))
-        .await?;
+    let cart = db.query_one_raw(stmt("SELECT id, version FROM carts WHERE user_id = $1", vec![user_id.into()])).await?;
     let Some(cart) = cart else {
         return Ok(UserCart { version: 0, lines: Vec::new() });
     };
@@ -306,7 +312,8 @@ pub async fn change_user_carts<C: ConnectionTrait>(
     let mut per_change: Vec<Vec<ChangeRow>> = changes.iter().map(|_| Vec::new()).collect();
     for BatchRow { idx, row } in rows {
         let position = usize::try_from(idx).ok().and_then(|p| order.get(p)).copied();
-        let position = position.ok_or_else(|| sea_orm::DbErr::Custom(format!("cart_changes returned change {idx} of {}", changes.len())))?;
+        let position =
+            position.ok_or_else(|| sea_orm::DbErr::Custom(format!("cart_changes returned change {idx} of {}", changes.len())))?;
         per_change[position].push(row);
     }
     Ok(per_change.into_iter().map(|rows| priced_change(rows, max_line)).collect())
@@ -323,10 +330,7 @@ pub async fn move_wishlist_item_to_cart<C: TransactionTrait<Transaction = Databa
 ) -> Result<PricedCart, CartError> {
     let tx = db.begin().await?;
     let removed = tx
-        .execute_raw(stmt(
-            "DELETE FROM wishlists WHERE user_id = $1 AND product_id = $2",
-            vec![user_id.into(), product_id.into()],
-        ))
+        .execute_raw(stmt("DELETE FROM wishlists WHERE user_id = $1 AND product_id = $2", vec![user_id.into(), product_id.into()]))
         .await?
         .rows_affected();
     if removed == 0 {

@@ -2,8 +2,11 @@
 //! in the same transaction, which is why the writers take a `DatabaseTransaction`.
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::{NotSet, Set}, ConnectionTrait, DatabaseTransaction, DbBackend,
-    EntityTrait, FromQueryResult, QueryOrder, Statement, Value};
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::{NotSet, Set},
+    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryOrder, Statement, Value,
+};
 use serde::Serialize;
 
 use super::{PageRequest, StoreError, outbox};
@@ -55,10 +58,7 @@ pub async fn find_category<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option
     Ok(categories::Entity::find_by_id(id).one(db).await?)
 }
 
-pub async fn find_category_by_slug<C: ConnectionTrait>(
-    db: &C,
-    slug: &str,
-) -> Result<Option<categories::Model>, StoreError> {
+pub async fn find_category_by_slug<C: ConnectionTrait>(db: &C, slug: &str) -> Result<Option<categories::Model>, StoreError> {
     use sea_orm::{ColumnTrait, QueryFilter};
     Ok(categories::Entity::find().filter(categories::Column::Slug.eq(slug)).one(db).await?)
 }
@@ -79,9 +79,15 @@ pub async fn create_category(
     }
     .insert(tx)
     .await?;
-    outbox::append(tx, "category", category.id, OutboxKind::CategoryCreated, &serde_json::json!({
-        "id": category.id, "parentId": category.parent_id, "name": category.name, "slug": category.slug,
-    }))
+    outbox::append(
+        tx,
+        "category",
+        category.id,
+        OutboxKind::CategoryCreated,
+        &serde_json::json!({
+            "id": category.id, "parentId": category.parent_id, "name": category.name, "slug": category.slug,
+        }),
+    )
     .await?;
     Ok(category)
 }
@@ -103,12 +109,8 @@ pub async fn browse_products<C: ConnectionTrait>(
         None => (String::new(), vec![]),
     };
     let count_sql = format!("SELECT COUNT(*) AS total FROM products p WHERE p.deleted_at IS NULL{filter}");
-    let total: i64 = db
-        .query_one_raw(stmt(&count_sql, values.clone()))
-        .await?
-        .map(|row| row.try_get("", "total"))
-        .transpose()?
-        .unwrap_or(0);
+    let total: i64 =
+        db.query_one_raw(stmt(&count_sql, values.clone())).await?.map(|row| row.try_get("", "total")).transpose()?.unwrap_or(0);
     let n = values.len();
     let page_sql = format!("{PRODUCT_VIEW}{filter} ORDER BY p.id LIMIT ${} OFFSET ${}", n + 1, n + 2);
     values.push((page.limit as i64).into());
@@ -178,21 +180,33 @@ pub struct ProductChanges {
 }
 
 /// Applies `changes` to a live product; `NotFound` for unknown or deleted products.
-pub async fn update_product(
-    tx: &DatabaseTransaction,
-    id: i64,
-    changes: ProductChanges,
-) -> Result<ProductView, StoreError> {
+pub async fn update_product(tx: &DatabaseTransaction, id: i64, changes: ProductChanges) -> Result<ProductView, StoreError> {
     let current = lock_live_product(tx, id).await?;
     let mut product: products::ActiveModel = current.into();
-    if let Some(v) = changes.title { product.title = Set(v); }
-    if let Some(v) = changes.description { product.description = Set(v); }
-    if let Some(v) = changes.brand { product.brand = Set(v); }
-    if let Some(v) = changes.category_id { product.category_id = Set(v); }
-    if let Some(v) = changes.price_minor { product.price_minor = Set(v); }
-    if let Some(v) = changes.currency { product.currency = Set(v); }
-    if let Some(v) = changes.attributes { product.attributes = Set(v); }
-    if let Some(v) = changes.image_keys { product.image_keys = Set(serde_json::json!(v)); }
+    if let Some(v) = changes.title {
+        product.title = Set(v);
+    }
+    if let Some(v) = changes.description {
+        product.description = Set(v);
+    }
+    if let Some(v) = changes.brand {
+        product.brand = Set(v);
+    }
+    if let Some(v) = changes.category_id {
+        product.category_id = Set(v);
+    }
+    if let Some(v) = changes.price_minor {
+        product.price_minor = Set(v);
+    }
+    if let Some(v) = changes.currency {
+        product.currency = Set(v);
+    }
+    if let Some(v) = changes.attributes {
+        product.attributes = Set(v);
+    }
+    if let Some(v) = changes.image_keys {
+        product.image_keys = Set(serde_json::json!(v));
+    }
     product.updated_at = Set(Utc::now());
     product.update(tx).await?;
     let view = get_product(tx, id).await?.ok_or(StoreError::NotFound)?;
@@ -229,11 +243,7 @@ pub struct StockLevel {
 
 /// Sets the units available for sale (a stock count or a delivery). Reserved and sold units
 /// are not touched: they belong to checkouts and orders.
-pub async fn set_available_stock(
-    tx: &DatabaseTransaction,
-    product_id: i64,
-    available: i32,
-) -> Result<StockLevel, StoreError> {
+pub async fn set_available_stock(tx: &DatabaseTransaction, product_id: i64, available: i32) -> Result<StockLevel, StoreError> {
     lock_live_product(tx, product_id).await?;
     let level = StockLevel::find_by_statement(stmt(
         "INSERT INTO inventory (product_id, available) VALUES ($1, $2) \
@@ -250,11 +260,8 @@ pub async fn set_available_stock(
 }
 
 async fn lock_live_product(tx: &DatabaseTransaction, id: i64) -> Result<products::Model, StoreError> {
-    products::Model::find_by_statement(stmt(
-        "SELECT * FROM products WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-        vec![id.into()],
-    ))
-    .one(tx)
-    .await?
-    .ok_or(StoreError::NotFound)
+    products::Model::find_by_statement(stmt("SELECT * FROM products WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", vec![id.into()]))
+        .one(tx)
+        .await?
+        .ok_or(StoreError::NotFound)
 }

@@ -326,11 +326,18 @@ pub struct Reconciliation {
 
 /// Ends the sale: the units still set aside go back to normal stock and the figures are
 /// recorded. Refuses (`Ok(None)`) while claims are still open. Idempotent.
-pub async fn reconcile(tx: &DatabaseTransaction, sale_id: Uuid, redis_remaining: Option<i64>) -> Result<Option<Reconciliation>, StoreError> {
-    let sale = FlashSale::find_by_statement(stmt(&format!("SELECT {SALE_COLUMNS} FROM flash_sales WHERE id = $1 FOR UPDATE"), vec![sale_id.into()]))
-        .one(tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+pub async fn reconcile(
+    tx: &DatabaseTransaction,
+    sale_id: Uuid,
+    redis_remaining: Option<i64>,
+) -> Result<Option<Reconciliation>, StoreError> {
+    let sale = FlashSale::find_by_statement(stmt(
+        &format!("SELECT {SALE_COLUMNS} FROM flash_sales WHERE id = $1 FOR UPDATE"),
+        vec![sale_id.into()],
+    ))
+    .one(tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     if sale.status == "RECONCILED" {
         return Ok(sale.reconciliation.and_then(|r| serde_json::from_value(r).ok()));
     }
@@ -382,9 +389,12 @@ pub async fn redis_state<C: ConnectionTrait>(db: &C, sale: &FlashSale) -> Result
 
 /// The claim, locked until `tx` ends.
 pub async fn lock_claim(tx: &DatabaseTransaction, claim_id: Uuid) -> Result<Option<Claim>, StoreError> {
-    Ok(Claim::find_by_statement(stmt(&format!("SELECT {CLAIM_COLUMNS} FROM flash_sale_claims WHERE id = $1 FOR UPDATE"), vec![claim_id.into()]))
-        .one(tx)
-        .await?)
+    Ok(Claim::find_by_statement(stmt(
+        &format!("SELECT {CLAIM_COLUMNS} FROM flash_sale_claims WHERE id = $1 FOR UPDATE"),
+        vec![claim_id.into()],
+    ))
+    .one(tx)
+    .await?)
 }
 
 /// Claim figures of the sales not yet reconciled or reconciled within the last day.

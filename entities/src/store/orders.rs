@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, Statement, Value};
 use uuid::Uuid;
 
-use super::{PageRequest, StoreError, inventory::{self, ReserveLine}};
+use super::{
+    PageRequest, StoreError,
+    inventory::{self, ReserveLine},
+};
 
 fn stmt(sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)

@@ -1,4 +1,8 @@
-use sea_orm::{ActiveModelTrait, ActiveValue::{NotSet, Set}, ConnectionTrait};
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::{NotSet, Set},
+    ConnectionTrait,
+};
 use serde::Serialize;
 
 use super::StoreError;

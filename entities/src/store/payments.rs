@@ -68,15 +68,16 @@ pub async fn begin_charge<C: ConnectionTrait>(
 }
 
 pub async fn find_by_key<C: ConnectionTrait>(db: &C, idempotency_key: &str) -> Result<Option<Payment>, StoreError> {
-    Ok(Payment::find_by_statement(stmt(&format!("SELECT {COLUMNS} FROM payments WHERE idempotency_key = $1"), vec![idempotency_key.into()]))
-        .one(db)
-        .await?)
+    Ok(Payment::find_by_statement(stmt(
+        &format!("SELECT {COLUMNS} FROM payments WHERE idempotency_key = $1"),
+        vec![idempotency_key.into()],
+    ))
+    .one(db)
+    .await?)
 }
 
 pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<Payment>, StoreError> {
-    Ok(Payment::find_by_statement(stmt(&format!("SELECT {COLUMNS} FROM payments WHERE id = $1"), vec![id.into()]))
-        .one(db)
-        .await?)
+    Ok(Payment::find_by_statement(stmt(&format!("SELECT {COLUMNS} FROM payments WHERE id = $1"), vec![id.into()])).one(db).await?)
 }
 
 pub async fn mark_completed<C: ConnectionTrait>(db: &C, id: Uuid, reference: &str) -> Result<(), StoreError> {
@@ -139,8 +140,5 @@ pub async fn record_refund<C: ConnectionTrait>(
 
 /// Whether a refund under `idempotency_key` is recorded.
 pub async fn refund_recorded<C: ConnectionTrait>(db: &C, idempotency_key: &str) -> Result<bool, StoreError> {
-    Ok(db
-        .query_one_raw(stmt("SELECT 1 AS one FROM refunds WHERE idempotency_key = $1", vec![idempotency_key.into()]))
-        .await?
-        .is_some())
+    Ok(db.query_one_raw(stmt("SELECT 1 AS one FROM refunds WHERE idempotency_key = $1", vec![idempotency_key.into()])).await?.is_some())
 }

@@ -49,13 +49,10 @@ struct XminRow {
 
 /// The oldest transaction still running, cluster-wide (`pg_snapshot_xmin`).
 pub async fn snapshot_xmin<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError> {
-    let row = XminRow::find_by_statement(stmt(
-        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin",
-        vec![],
-    ))
-    .one(db)
-    .await?
-    .ok_or(StoreError::NotFound)?;
+    let row = XminRow::find_by_statement(stmt("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin", vec![]))
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     Ok(row.xmin as u64)
 }
 
@@ -78,12 +75,7 @@ pub async fn database_identity<C: ConnectionTrait>(db: &C) -> Result<String, Sto
 
 /// Up to `limit` outbox rows after `after`, leaving out the ids in `skip`, and the xmin of the
 /// snapshot they were read in.
-pub async fn read_outbox<C: ConnectionTrait>(
-    db: &C,
-    after: OutboxPosition,
-    skip: &[i64],
-    limit: u64,
-) -> Result<OutboxBatch, StoreError> {
+pub async fn read_outbox<C: ConnectionTrait>(db: &C, after: OutboxPosition, skip: &[i64], limit: u64) -> Result<OutboxBatch, StoreError> {
     // One statement, so one snapshot: pg_current_snapshot() is the statement's own snapshot.
     #[derive(Debug, FromQueryResult)]
     struct Row {
@@ -118,10 +110,7 @@ pub async fn read_outbox<C: ConnectionTrait>(
 /// Deletes outbox rows older than `max_age_secs`; returns how many.
 pub async fn prune_outbox<C: ConnectionTrait>(db: &C, max_age_secs: u64) -> Result<u64, StoreError> {
     Ok(db
-        .execute_raw(stmt(
-            "DELETE FROM outbox WHERE created_at < now() - make_interval(secs => $1)",
-            vec![(max_age_secs as f64).into()],
-        ))
+        .execute_raw(stmt("DELETE FROM outbox WHERE created_at < now() - make_interval(secs => $1)", vec![(max_age_secs as f64).into()]))
         .await?
         .rows_affected())
 }
@@ -157,11 +146,7 @@ pub async fn search_products_by_ids<C: ConnectionTrait>(db: &C, ids: &[i64]) -> 
 }
 
 /// Up to `limit` live products with ids above `after_id`, in id order (a full scan in pages).
-pub async fn search_products_after<C: ConnectionTrait>(
-    db: &C,
-    after_id: i64,
-    limit: u64,
-) -> Result<Vec<SearchProduct>, StoreError> {
+pub async fn search_products_after<C: ConnectionTrait>(db: &C, after_id: i64, limit: u64) -> Result<Vec<SearchProduct>, StoreError> {
     let sql = format!("{SEARCH_PRODUCT} AND p.id > $1 ORDER BY p.id LIMIT $2");
     Ok(SearchProduct::find_by_statement(stmt(&sql, vec![after_id.into(), (limit as i64).into()])).all(db).await?)
 }

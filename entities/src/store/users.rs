@@ -1,6 +1,5 @@
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
-    QueryFilter, Statement};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -15,12 +14,7 @@ pub async fn find_user<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<us
 }
 
 /// Inserts a new user; `StoreError::Duplicate` when the email is taken.
-pub async fn insert_user<C: ConnectionTrait>(
-    db: &C,
-    email: &str,
-    password_hash: &str,
-    role: Role,
-) -> Result<users::Model, StoreError> {
+pub async fn insert_user<C: ConnectionTrait>(db: &C, email: &str, password_hash: &str, role: Role) -> Result<users::Model, StoreError> {
     let now = Utc::now();
     let user = users::ActiveModel {
         id: Set(Uuid::now_v7()),

@@ -4,8 +4,8 @@ use futures::FutureExt;
 use temporalio_common::error::IncomingError;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, LocalActivityOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult, workflows::select,
+    ActivityExecutionError, LocalActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+    workflows::select,
 };
 
 use super::{contract::*, saga::Saga};
@@ -53,7 +53,13 @@ fn set_stage(ctx: &WorkflowContext<CheckoutWorkflow>, stage: CheckoutStage) {
 }
 
 /// Ends the checkout without an order: stage, answer for waiting updates, then compensations.
-async fn abandon(ctx: &WorkflowContext<CheckoutWorkflow>, saga: &mut Saga, stage: CheckoutStage, outcome: PaymentOutcome, failure: Option<String>) {
+async fn abandon(
+    ctx: &WorkflowContext<CheckoutWorkflow>,
+    saga: &mut Saga,
+    stage: CheckoutStage,
+    outcome: PaymentOutcome,
+    failure: Option<String>,
+) {
     set_stage(ctx, stage);
     ctx.state_mut(|s| {
         s.view.failure = failure;
@@ -72,9 +78,8 @@ impl CheckoutWorkflow {
     pub async fn run(ctx: &mut WorkflowContext<Self>, input: CheckoutInput) -> WorkflowResult<CheckoutView> {
         let owner = workflow_id(&input.checkout_id);
         let now = ctx.workflow_time().unwrap_or(UNIX_EPOCH);
-        let reserved_until_ms = (now + Duration::from_secs(input.reservation_timeout_secs))
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let reserved_until_ms =
+            (now + Duration::from_secs(input.reservation_timeout_secs)).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         ctx.state_mut(|s| {
             s.view.checkout_id = input.checkout_id.clone();
             s.view.user_id = input.user_id.clone();
@@ -224,7 +229,11 @@ impl CheckoutWorkflow {
             user_id: input.user_id.clone(),
             payment_id: order.payment_id.clone(),
             lines: ctx.state(|s| {
-                s.view.lines.iter().map(|l| OrderLine { product_id: l.product_id, quantity: l.quantity, unit_price_minor: l.unit_price_minor }).collect()
+                s.view
+                    .lines
+                    .iter()
+                    .map(|l| OrderLine { product_id: l.product_id, quantity: l.quantity, unit_price_minor: l.unit_price_minor })
+                    .collect()
             }),
             totals,
             return_window_secs: input.return_window_secs.unwrap_or(DEFAULT_RETURN_WINDOW_SECS),

@@ -33,7 +33,12 @@ fn claim_ref(view: &ClaimView) -> ClaimRef {
 }
 
 /// Ends the claim without an order: its unit goes back, waiting updates get `outcome`.
-async fn release(ctx: &WorkflowContext<FlashSaleClaimWorkflow>, stage: ClaimStage, outcome: PaymentOutcome, even_paying: bool) -> WorkflowResult<()> {
+async fn release(
+    ctx: &WorkflowContext<FlashSaleClaimWorkflow>,
+    stage: ClaimStage,
+    outcome: PaymentOutcome,
+    even_paying: bool,
+) -> WorkflowResult<()> {
     let claim = ctx.state(|s| claim_ref(&s.view));
     ctx.execute_local_activity(ReleaseClaim, ReleaseClaimInput { claim, even_paying }, database_step()).await?;
     ctx.state_mut(|s| {
@@ -145,7 +150,11 @@ impl FlashSaleClaimWorkflow {
             order_id: order.order_id.clone(),
             user_id: user_id.clone(),
             payment_id: order.payment_id.clone(),
-            lines: vec![OrderLine { product_id: purchase.product_id, quantity: purchase.quantity, unit_price_minor: purchase.unit_price_minor }],
+            lines: vec![OrderLine {
+                product_id: purchase.product_id,
+                quantity: purchase.quantity,
+                unit_price_minor: purchase.unit_price_minor,
+            }],
             totals: Totals {
                 currency: purchase.currency,
                 subtotal_minor: purchase.subtotal_minor,

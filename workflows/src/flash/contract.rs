@@ -158,7 +158,9 @@ pub struct ClaimPurchase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "result")]
 pub enum BeginPayment {
-    Ready { purchase: ClaimPurchase },
+    Ready {
+        purchase: ClaimPurchase,
+    },
     /// The claim ran out before payment began.
     Expired,
 }

@@ -188,7 +188,9 @@ impl OrderWorkflow {
         let subtotal = self.view.totals.subtotal_minor;
         let items_subtotal: i64 = items
             .iter()
-            .filter_map(|i| self.view.lines.iter().find(|l| l.product_id == i.product_id).map(|l| l.unit_price_minor * i64::from(i.quantity)))
+            .filter_map(|i| {
+                self.view.lines.iter().find(|l| l.product_id == i.product_id).map(|l| l.unit_price_minor * i64::from(i.quantity))
+            })
             .sum();
         let everything_back = self.view.lines.iter().all(|l| {
             let now: i32 = items.iter().filter(|i| i.product_id == l.product_id).map(|i| i.quantity).sum();

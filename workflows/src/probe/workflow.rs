@@ -13,13 +13,7 @@ pub struct WorkerProbeWorkflow;
 impl WorkerProbeWorkflow {
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>, input: ProbeInput) -> WorkflowResult<ProbeOutput> {
-        let database = ctx
-            .execute_activity(
-                DatabaseVersion,
-                (),
-                ActivityOptions::start_to_close_timeout(Duration::from_secs(10)),
-            )
-            .await?;
+        let database = ctx.execute_activity(DatabaseVersion, (), ActivityOptions::start_to_close_timeout(Duration::from_secs(10))).await?;
         Ok(ProbeOutput { note: input.note, database })
     }
 }
