@@ -1,7 +1,7 @@
 //! Cart add/update benchmark: throughput and p50/p99 latency over HTTP with concurrent clients,
 //! for anonymous carts (Redis) and signed-in carts (Postgres + Redis cache), side by side.
 //!
-//!     scripts/bench.sh cart            (CLIENTS=32 OPS=1000 WARMUP=100 by default; CARTS=signed-in for one kind)
+//!     scripts/bench.sh cart            (CLIENTS=32 OPS=1000 WARMUP=100 ROUNDS=1 by default; CARTS=signed-in for one kind)
 //!
 //! Signed-in changes run twice: batched as the API sends them (`WRITE_BATCHES` in flight), and
 //! one statement and commit per change, the simpler design, in a second API beside it.
@@ -143,6 +143,8 @@ async fn main() {
     let clients = env_or("CLIENTS", 32);
     let ops = env_or("OPS", 1000);
     let warmup = env_or("WARMUP", 100);
+    // ROUNDS: run every kind this many times, interleaved, and summarise the p99s
+    let rounds = env_or("ROUNDS", 1).max(1);
     // DB_POOL: the API's Postgres connections (the tests' default otherwise)
     let pool = std::env::var("DB_POOL").ok().and_then(|v| v.parse::<u32>().ok());
     // WRITE_BATCHES: signed-in change batches in flight at once (the API's default otherwise)
@@ -158,54 +160,111 @@ async fn main() {
         "cart benchmark: {clients} concurrent clients x {ops} requests (add / update alternating, after {warmup} unmeasured each), API in-process, one keep-alive connection per client when saturated (paced: more when a request falls due before the last is answered); signed-in changes batched {write_batches} at a time"
     );
     let loads = latency_loads();
-    let mut results = Vec::new();
+    let mut results: Vec<KindRun> = Vec::new();
     let kinds_to_run = [
         ("anonymous", "anonymous (Redis)", Some(&shop), true),
         ("signed-in", "signed-in (Postgres, batched)", Some(&shop), false),
         ("unbatched", "signed-in (Postgres, one per statement)", unbatched.as_ref(), false),
     ];
-    for (kind, name, shop, anonymous) in kinds_to_run {
-        let Some(shop) = shop.filter(|_| selected(kind)) else { continue };
-        let identities = if anonymous { &shop.sessions } else { &shop.tokens };
-        // kept across this kind's runs, as a shopper's browser keeps its connections
-        let connections: Vec<Connections> = identities.iter().map(|_| Connections::new(&shop.app.address)).collect();
-        // Unmeasured first: the pool's Postgres backends compile `cart_changes()` and fill
-        // their caches, and the clients open their connections, once per process, not per
-        // request a shopper makes.
-        run(Pace::Saturate, warmup, &shop.products, identities, &connections).await;
-        let saturated = run(Pace::Saturate, ops, &shop.products, identities, &connections).await;
-        let mut paced = Vec::new();
-        for &load in &loads {
-            let pace = Pace::share_of(saturated.per_second(), load);
-            paced.push((load, pace, run(pace, ops, &shop.products, identities, &connections).await));
+    // Rounds interleave the kinds, so that the machine's drift over minutes falls on all of them.
+    for round in 1..=rounds {
+        for (kind, name, shop, anonymous) in kinds_to_run {
+            let Some(shop) = shop.filter(|_| selected(kind)) else { continue };
+            let identities = if anonymous { &shop.sessions } else { &shop.tokens };
+            // kept across this kind's runs in a round, as a shopper's browser keeps its connections
+            let connections: Vec<Connections> = identities.iter().map(|_| Connections::new(&shop.app.address)).collect();
+            // Unmeasured first: the pool's Postgres backends compile `cart_changes()` and fill
+            // their caches, and the clients open their connections, once per process, not per
+            // request a shopper makes.
+            run(Pace::Saturate, warmup, &shop.products, identities, &connections).await;
+            let saturated = run(Pace::Saturate, ops, &shop.products, identities, &connections).await;
+            let mut paced = Vec::new();
+            for &load in &loads {
+                let pace = Pace::share_of(saturated.per_second(), load);
+                paced.push((load, pace, run(pace, ops, &shop.products, identities, &connections).await));
+            }
+            results.push(KindRun { kind, name, round, saturated, paced });
         }
-        results.push((kind, name, saturated, paced));
     }
     println!();
-    for (_, name, saturated, paced) in &results {
-        saturated.print(&format!("{name}, saturated"));
-        for (load, pace, figures) in paced {
-            figures.print(&format!("{name}, {:.0}% load ({})", load * 100.0, pace.describe()));
+    for result in &results {
+        let round = if rounds > 1 { format!(", round {}", result.round) } else { String::new() };
+        result.saturated.print(&format!("{}, saturated{round}", result.name));
+        for (load, pace, figures) in &result.paced {
+            figures.print(&format!("{}, {:.0}% load ({}){round}", result.name, load * 100.0, pace.describe()));
         }
     }
-    let saturated = |kind: &str| results.iter().find(|r| r.0 == kind).map(|r| &r.2);
-    if let (Some(batched), Some(unbatched)) = (saturated("signed-in"), saturated("unbatched")) {
-        println!(
-            "signed-in, batched / one per statement: capacity {:.2}x, saturated p99 {:.2}x",
-            batched.per_second() / unbatched.per_second(),
-            batched.p99.as_secs_f64() / unbatched.p99.as_secs_f64()
-        );
+    if rounds > 1 {
+        println!();
+        print_rounds_summary(&results, &loads);
     }
-    if let (Some(anonymous), Some(signed_in)) = (saturated("anonymous"), saturated("signed-in")) {
-        println!(
-            "signed-in (batched) / anonymous: capacity {:.2}x, saturated p99 {:.2}x",
-            signed_in.per_second() / anonymous.per_second(),
-            signed_in.p99.as_secs_f64() / anonymous.p99.as_secs_f64()
-        );
+    // ratios within each round, where both designs ran minutes apart at most
+    let ratios = |a: &str, b: &str, of: fn(&Figures) -> f64| -> Vec<f64> {
+        let per_round = |kind: &str, round: usize| results.iter().find(|r| r.kind == kind && r.round == round).map(|r| &r.saturated);
+        (1..=rounds).filter_map(|round| Some(of(per_round(a, round)?) / of(per_round(b, round)?))).collect()
+    };
+    let capacity = |f: &Figures| f.per_second();
+    let p99 = |f: &Figures| f.p99.as_secs_f64();
+    for (a, b, label) in [
+        ("signed-in", "unbatched", "signed-in, batched / one per statement"),
+        ("signed-in", "anonymous", "signed-in (batched) / anonymous"),
+    ] {
+        let (capacities, p99s) = (ratios(a, b, capacity), ratios(a, b, p99));
+        if !capacities.is_empty() {
+            println!("{label}: capacity {}x, saturated p99 {}x", range(&capacities, 2), range(&p99s, 2));
+        }
     }
     println!(
         "design target: p99 <= 10 ms (saturated p99 is mostly clients / throughput queueing; the paced lines are the latency at that load)"
     );
+}
+
+/// One kind of cart in one round: saturated, then paced at each load.
+struct KindRun {
+    kind: &'static str,
+    name: &'static str,
+    round: usize,
+    saturated: Figures,
+    paced: Vec<(f64, Pace, Figures)>,
+}
+
+/// Per kind and load, the p99 over the rounds and how many rounds met the design's 10 ms.
+fn print_rounds_summary(results: &[KindRun], loads: &[f64]) {
+    let mut kinds: Vec<(&str, &str)> = Vec::new();
+    for r in results {
+        if !kinds.contains(&(r.kind, r.name)) {
+            kinds.push((r.kind, r.name));
+        }
+    }
+    println!("over the rounds: p99 median, range, and rounds that met p99 <= 10 ms");
+    for (kind, name) in kinds {
+        let runs: Vec<&KindRun> = results.iter().filter(|r| r.kind == kind).collect();
+        let mut lines = vec![("saturated".to_owned(), runs.iter().map(|r| &r.saturated).collect::<Vec<_>>())];
+        for (i, load) in loads.iter().enumerate() {
+            lines.push((format!("{:.0}% load", load * 100.0), runs.iter().map(|r| &r.paced[i].2).collect()));
+        }
+        for (label, figures) in lines {
+            let mut p99s: Vec<f64> = figures.iter().map(|f| f.p99.as_secs_f64() * 1e3).collect();
+            p99s.sort_by(f64::total_cmp);
+            let met = p99s.iter().filter(|&&ms| ms <= 10.0).count();
+            let per_second: Vec<f64> = figures.iter().map(|f| f.per_second()).collect();
+            println!(
+                "{:<52} {:>13} ops/s  p99 median {:>6.2} ms, {:>15} ms  met in {met} of {}",
+                format!("{name}, {label}"),
+                range(&per_second, 0),
+                p99s[p99s.len() / 2],
+                range(&p99s, 2),
+                p99s.len()
+            );
+        }
+    }
+}
+
+/// "low - high" (or the one value) with `decimals` places.
+fn range(values: &[f64], decimals: usize) -> String {
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if values.len() < 2 || low == high { format!("{low:.decimals$}") } else { format!("{low:.decimals$} - {high:.decimals$}") }
 }
 
 /// An API with its own database, products and shoppers: anonymous sessions and signed-in users.
