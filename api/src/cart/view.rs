@@ -3,13 +3,17 @@
 use std::collections::HashMap;
 
 use poem_openapi::Object;
+use serde::Serialize;
 
 use emporium_entities::store::carts::{CartLine, CartProduct};
 
 use crate::routes::Money;
 
-#[derive(Debug, Clone, Object)]
+// `Serialize` writes the same JSON as `Object` (a test checks) without a `serde_json::Value`
+// in between: carts are answered and published on every write.
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct CartLineView {
     pub product_id: i64,
     pub sku: String,
@@ -30,8 +34,9 @@ pub struct CartLineView {
     pub purchasable: bool,
 }
 
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct CartView {
     pub lines: Vec<CartLineView>,
     /// Units over all lines.
@@ -40,6 +45,7 @@ pub struct CartView {
     pub total: Money,
     /// The anonymous session this cart belongs to (also in the `X-Session-Id` header).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
 }
 
@@ -85,5 +91,50 @@ impl CartView {
             })
             .collect();
         CartView { lines: views, item_count, total: Money { amount: total, currency }, session_id }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use poem_openapi::types::ToJSON;
+
+    use super::*;
+
+    fn line(product_id: i64, quantity: i32, unit_price_minor: i64) -> CartLine {
+        CartLine { product_id, quantity, unit_price_minor, currency: "USD".into(), added_at: Utc::now() }
+    }
+
+    fn product(id: i64, price_minor: i64, currency: &str, deleted: bool) -> CartProduct {
+        CartProduct {
+            id,
+            sku: format!("SKU-{id}"),
+            title: format!("Product \"{id}\" — ünïcode"),
+            price_minor,
+            currency: currency.into(),
+            available: 5,
+            deleted,
+        }
+    }
+
+    /// Responses and events serialise with serde while the OpenAPI document comes from `Object`:
+    /// both must write the same JSON.
+    #[test]
+    fn serde_writes_what_the_openapi_object_documents() {
+        let products: HashMap<i64, CartProduct> =
+            [product(1, 1999, "USD", false), product(2, 500, "EUR", false), product(3, 700, "USD", true)]
+                .into_iter()
+                .map(|p| (p.id, p))
+                .collect();
+        let lines = vec![line(1, 2, 1899), line(2, 1, 500), line(3, 9, 700), line(4, 1, 100)];
+        for session in [None, Some("s-1".to_owned())] {
+            for view in [CartView::build(lines.clone(), &products, session.clone()), CartView::empty(session)] {
+                assert_eq!(serde_json::to_value(&view).unwrap(), view.to_json().unwrap());
+            }
+        }
+        let view = CartView::build(lines, &products, None);
+        let json = serde_json::to_value(&view).unwrap();
+        assert!(json.get("sessionId").is_none(), "no session: no key, as documented");
+        assert_eq!(json["lines"][0]["lineTotal"], serde_json::json!({ "amount": 3998, "currency": "USD" }));
     }
 }

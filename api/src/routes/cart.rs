@@ -4,12 +4,12 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi, SecurityScheme,
     param::{Header, Path},
     payload::{EventStream, Json},
-    types::{ParseFromJSON, ToJSON},
+    types::ParseFromJSON,
 };
 
 use emporium_entities::store::carts::CartChange;
 
-use super::ApiTags;
+use super::{ApiTags, DirectJson};
 use crate::{
     auth::BearerAuth,
     cart::{CartEvent, CartOwner, CartView, MAX_LINE_QUANTITY, SessionId},
@@ -47,7 +47,7 @@ enum CartResponse {
     /// The cart after the operation.
     #[oai(status = 200)]
     Ok(
-        Json<CartView>,
+        DirectJson<CartView>,
         /// The anonymous session of this cart; send it back as `X-Session-Id`.
         #[oai(header = "X-Session-Id")]
         Option<String>,
@@ -83,7 +83,7 @@ fn owner(req: &Request, identity: CartIdentity, session: Option<&str>) -> ApiRes
 
 fn respond(view: CartView) -> CartResponse {
     let session = view.session_id.clone();
-    CartResponse::Ok(Json(view), session)
+    CartResponse::Ok(DirectJson(view), session)
 }
 
 #[OpenApi(tag = "ApiTags::Cart")]
@@ -191,7 +191,7 @@ impl CartApi {
         Ok(CartEventsResponse::Ok(
             EventStream::new(stream)
                 .keep_alive(keep_alive)
-                .to_event(|cart| poem::web::sse::Event::message(cart.to_json_string()).event_type("cart")),
+                .to_event(|cart| poem::web::sse::Event::message(serde_json::to_string(&cart).expect("a cart view is strings and numbers")).event_type("cart")),
         ))
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cart;
 pub mod catalog;
 pub mod checkout;
+mod direct_json;
 pub mod flash;
 pub mod ops;
 pub mod orders;
@@ -13,6 +14,8 @@ pub mod search;
 pub mod wishlist;
 
 use poem_openapi::{Object, Tags};
+
+pub use direct_json::DirectJson;
 
 use crate::error::{ApiError, ErrorCode};
 use emporium_entities::store::PageRequest;
@@ -61,7 +64,7 @@ pub fn page_request(page: Option<i64>, limit: Option<i64>) -> Result<PageRequest
 }
 
 /// An amount of money in minor units (cents) of an ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, serde::Serialize)]
 pub struct Money {
     /// Minor units, e.g. 1999 for 19.99.
     pub amount: i64,

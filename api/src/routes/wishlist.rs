@@ -4,7 +4,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
 use emporium_entities::{StoreError, store::wishlists};
 
-use super::{ApiTags, Money, cart::quantity, catalog::product_not_found};
+use super::{ApiTags, DirectJson, Money, cart::quantity, catalog::product_not_found};
 use crate::{
     auth::BearerAuth,
     cart::CartView,
@@ -49,7 +49,7 @@ enum WishlistChangedResponse {
 enum MovedToCartResponse {
     /// The cart after the move; the product left the wishlist.
     #[oai(status = 200)]
-    Ok(Json<CartView>),
+    Ok(DirectJson<CartView>),
 }
 
 #[OpenApi(tag = "ApiTags::Wishlist")]
@@ -110,6 +110,6 @@ impl WishlistApi {
     ) -> ApiResult<MovedToCartResponse> {
         let units = quantity(body.quantity.unwrap_or(1))?;
         let view = state.carts.move_from_wishlist(auth.user_id(), product_id.0, units).await?;
-        Ok(MovedToCartResponse::Ok(Json(view)))
+        Ok(MovedToCartResponse::Ok(DirectJson(view)))
     }
 }
