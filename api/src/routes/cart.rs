@@ -188,10 +188,8 @@ impl CartApi {
             }
         });
         let stream = futures::stream::once(async move { initial }).chain(updates).boxed();
-        Ok(CartEventsResponse::Ok(
-            EventStream::new(stream)
-                .keep_alive(keep_alive)
-                .to_event(|cart| poem::web::sse::Event::message(serde_json::to_string(&cart).expect("a cart view is strings and numbers")).event_type("cart")),
-        ))
+        Ok(CartEventsResponse::Ok(EventStream::new(stream).keep_alive(keep_alive).to_event(|cart| {
+            poem::web::sse::Event::message(serde_json::to_string(&cart).expect("a cart view is strings and numbers")).event_type("cart")
+        })))
     }
 }
