@@ -319,30 +319,8 @@ ensure_temporal() {
 # ---------------------------------------------------------------------------------------------
 # What the binaries read (defaults only; whatever is already set wins).
 
-# The directory of the local Postgres's Unix socket, if it lets postgres in there (a fresh
-# Debian cluster asks for peer auth on it, which root does not pass).
-pg_socket_dir() {
-  command -v psql >/dev/null 2>&1 || return 1
-  local dir
-  dir=$(psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Atqc 'show unix_socket_directories' 2>/dev/null) || return 1
-  dir=${dir%%,*}
-  [[ $dir == /* && -S "$dir/.s.PGSQL.$PG_PORT" ]] || return 1
-  [ "$(psql -h "$dir" -p "$PG_PORT" -U postgres -d postgres -Atqc 'select 1' 2>/dev/null)" = 1 ] || return 1
-  printf '%s\n' "$dir"
-}
-
 export_store_env() {
-  if [ -z "${DATABASE_URL:-}" ]; then
-    # Postgres is on this machine: its Unix socket costs less CPU per query than loopback TCP
-    # (anonymous carts, one query per write: 12% more capacity in the cart benchmark).
-    local socket_dir
-    if socket_dir=$(pg_socket_dir); then
-      DATABASE_URL="postgres://postgres@localhost:$PG_PORT/emporium?host=$socket_dir&sslmode=disable"
-    else
-      DATABASE_URL="postgres://postgres@$PG_HOST:$PG_PORT/emporium?sslmode=disable"
-    fi
-  fi
-  export DATABASE_URL
+  export DATABASE_URL="${DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/emporium?sslmode=disable}"
   export REDIS_URL="${REDIS_URL:-redis://$REDIS_HOST:$REDIS_PORT}"
   export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-http://${TDEV_ADDRESS:-127.0.0.1:7233}}"
   export TEMPORAL_NAMESPACE="${TEMPORAL_NAMESPACE:-${TDEV_NAMESPACE:-emporium}}"
