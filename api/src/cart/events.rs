@@ -114,13 +114,7 @@ impl CartEvents {
     /// cache write publishes it. Best effort: a lost event is repaired by the next one or by
     /// reconnecting.
     pub fn event(user: Uuid, cart: &CartView) -> Option<(String, String)> {
-        match serde_json::to_string(cart) {
-            Ok(json) => Some((channel(user), json)),
-            Err(err) => {
-                tracing::error!(error = %err, "cart view does not serialise");
-                None
-            }
-        }
+        cart.serialized().map(|json| (channel(user), json))
     }
 }
 

@@ -52,6 +52,12 @@ pub struct CartView {
 const DEFAULT_CURRENCY: &str = "USD";
 
 impl CartView {
+    /// The JSON clients get, written by serde; `None` (logged) only if serde fails, which a
+    /// view of strings and numbers does not.
+    pub fn serialized(&self) -> Option<String> {
+        serde_json::to_string(self).inspect_err(|err| tracing::error!(error = %err, "cart view does not serialise")).ok()
+    }
+
     pub fn empty(session_id: Option<String>) -> Self {
         Self::build(Vec::new(), &HashMap::new(), session_id)
     }

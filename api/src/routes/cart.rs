@@ -1,10 +1,13 @@
+use std::{borrow::Cow, sync::Arc};
+
 use futures::{StreamExt, stream::BoxStream};
 use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi, SecurityScheme,
     param::{Header, Path},
     payload::{EventStream, Json},
-    types::ParseFromJSON,
+    registry::{MetaSchemaRef, Registry},
+    types::{ToJSON, Type},
 };
 
 use emporium_entities::store::carts::CartChange;
@@ -58,7 +61,66 @@ enum CartResponse {
 enum CartEventsResponse {
     /// Server-Sent Events: the current cart first, then the cart after every change.
     #[oai(status = 200)]
-    Ok(EventStream<BoxStream<'static, CartView>>),
+    Ok(EventStream<BoxStream<'static, CartJson>>),
+}
+
+/// A cart as JSON: what a change published (see `CartEvents::event`) goes to the devices as it
+/// is, instead of being parsed into a `CartView` and written again for each of them. Documented
+/// as the `CartView` it is.
+struct CartJson(Arc<str>);
+
+impl CartJson {
+    fn of(view: &CartView) -> Option<Self> {
+        view.serialized().map(|json| Self(Arc::from(json)))
+    }
+
+    /// A published message, if it is shaped like a cart: anyone who can reach Redis can publish
+    /// on a user's channel, and devices are promised carts. Checked in one pass that keeps
+    /// nothing.
+    fn published(json: Arc<str>) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        #[allow(dead_code)] // read only to check they are there
+        struct CartShape {
+            lines: Vec<serde::de::IgnoredAny>,
+            item_count: i32,
+            total: serde::de::IgnoredAny,
+        }
+        serde_json::from_str::<CartShape>(&json).ok().map(|_| Self(json))
+    }
+}
+
+impl Type for CartJson {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        CartView::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        CartView::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        CartView::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+/// Only for `EventStream`'s bound: the stream writes each frame itself (`to_event`).
+impl ToJSON for CartJson {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.0).ok()
+    }
 }
 
 /// A quantity from the request: 1 to the line limit.
@@ -170,26 +232,43 @@ impl CartApi {
         let keep_alive = state.config.cart_events_keep_alive;
         let updates = futures::stream::unfold((events, carts), move |(mut events, carts)| async move {
             loop {
-                let resync = match events.receiver.recv().await {
+                match events.receiver.recv().await {
                     Ok(CartEvent::Changed(json)) => {
-                        let value: Option<serde_json::Value> = serde_json::from_str(&json).ok();
-                        match CartView::parse_from_json(value) {
-                            Ok(view) => return Some((view, (events, carts))),
-                            Err(_) => false, // not a cart: nothing to send
-                        }
+                        if let Some(cart) = CartJson::published(json) {
+                            return Some((cart, (events, carts)));
+                        } // not a cart: nothing to send
                     }
                     // missed some: send the cart as it is now
-                    Ok(CartEvent::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                    Ok(CartEvent::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if let Ok(view) = carts.view(&CartOwner::User(user)).await
+                            && let Some(json) = CartJson::of(&view)
+                        {
+                            return Some((json, (events, carts)));
+                        }
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                };
-                if resync && let Ok(view) = carts.view(&CartOwner::User(user)).await {
-                    return Some((view, (events, carts)));
                 }
             }
         });
-        let stream = futures::stream::once(async move { initial }).chain(updates).boxed();
-        Ok(CartEventsResponse::Ok(EventStream::new(stream).keep_alive(keep_alive).to_event(|cart| {
-            poem::web::sse::Event::message(serde_json::to_string(&cart).expect("a cart view is strings and numbers")).event_type("cart")
-        })))
+        let first = futures::stream::iter(CartJson::of(&initial));
+        let stream = first.chain(updates).boxed();
+        Ok(CartEventsResponse::Ok(
+            EventStream::new(stream).keep_alive(keep_alive).to_event(|cart| poem::web::sse::Event::message(&*cart.0).event_type("cart")),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_carts_pass_as_they_are_and_anything_else_is_dropped() {
+        let cart = CartView::empty(None).serialized().unwrap();
+        let passed = CartJson::published(Arc::from(cart.as_str())).expect("a cart passes");
+        assert_eq!(&*passed.0, cart.as_str(), "sent as published, not rewritten");
+        for noise in ["xxxx", "{}", "[]", r#"{"lines":3,"itemCount":0,"total":{}}"#, r#"{"lines":[],"total":{}}"#] {
+            assert!(CartJson::published(Arc::from(noise)).is_none(), "{noise} is not a cart");
+        }
     }
 }
