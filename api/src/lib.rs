@@ -89,13 +89,7 @@ impl Application {
         let search =
             SearchService::open(&config.search, db.clone(), redis.clone(), metrics.clone()).context("failed to open the search index")?;
         let state = AppState::new(state::Services {
-            carts: CartService::new(
-                db.clone(),
-                redis.clone(),
-                cart_events,
-                config.cart_write_batches,
-                Some(metrics.cart_write_batch_size()),
-            ),
+            carts: CartService::new(db.clone(), redis.clone(), cart_events, config.cart_write_batches, Some(metrics.cart_writer())),
             redis,
             checkouts: Checkouts::new(
                 db.clone(),

@@ -5,6 +5,8 @@ use std::time::Instant;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::cart::WriterMetrics;
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -16,7 +18,7 @@ pub struct Metrics {
     flash_claims_expired: IntGaugeVec,
     flash_counter_rebuilds: IntCounter,
     search_cache: IntCounterVec,
-    cart_write_batch_size: Histogram,
+    cart_writer: WriterMetrics,
 }
 
 impl Metrics {
@@ -60,6 +62,13 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(cart_write_batch_size.clone())).expect("registered once");
+        let cart_write_batch_seconds = Histogram::with_opts(
+            HistogramOpts::new("cart_write_batch_seconds", "Time a batch of signed-in cart changes took in Postgres, commit included")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(cart_write_batch_seconds.clone())).expect("registered once");
+        let cart_writer = WriterMetrics { batch_size: cart_write_batch_size, batch_seconds: cart_write_batch_seconds };
         Self {
             registry,
             requests,
@@ -70,13 +79,13 @@ impl Metrics {
             flash_units_sold,
             flash_claims_expired,
             flash_counter_rebuilds,
-            cart_write_batch_size,
+            cart_writer,
         }
     }
 
-    /// Where the cart writer records the size of each batch it sends.
-    pub fn cart_write_batch_size(&self) -> Histogram {
-        self.cart_write_batch_size.clone()
+    /// Where the cart writer records each batch it sends.
+    pub fn cart_writer(&self) -> WriterMetrics {
+        self.cart_writer.clone()
     }
 
     pub fn render(&self) -> String {

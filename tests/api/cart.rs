@@ -407,6 +407,11 @@ async fn twenty_concurrent_adds_to_one_line_all_count() {
     // every change went to Postgres through the batching writer, and /metrics shows it
     let metrics = app.get("/metrics", None).await.text;
     assert!(metrics.contains("cart_write_batch_size_sum 20\n"), "{metrics}");
+    // and each batch's time in Postgres, one observation per batch
+    let count = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)).map(|n| n.trim().parse::<u64>().unwrap());
+    let batches = count("cart_write_batch_size_count ").expect("batch sizes counted");
+    assert!(batches >= 1, "{metrics}");
+    assert_eq!(count("cart_write_batch_seconds_count "), Some(batches), "{metrics}");
 
     let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
     let session = first.headers["x-session-id"].to_str().unwrap().to_owned();
@@ -481,8 +486,9 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
     use emporium_entities::store::carts::{CartChange, CartError, PricedCart};
 
     let (app, ids, (user_a, a), (user_b, b, _)) = two_shoppers(&[5, 100]).await;
-    let batch_sizes = emporium_api::metrics::Metrics::new().cart_write_batch_size();
-    let writer = CartWriter::spawn(app.db().clone(), 1, Some(batch_sizes.clone()));
+    let writer_metrics = emporium_api::metrics::Metrics::new().cart_writer();
+    let (batch_sizes, batch_seconds) = (writer_metrics.batch_size.clone(), writer_metrics.batch_seconds.clone());
+    let writer = CartWriter::spawn(app.db().clone(), 1, Some(writer_metrics));
     let add = |product_id, quantity| CartChange::Add { product_id, quantity };
     let quantities = |priced: &PricedCart| {
         let mut lines: Vec<_> = priced.cart.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
@@ -521,6 +527,7 @@ async fn changes_sent_together_in_one_batch_come_out_as_if_each_were_sent_alone(
     assert_eq!(stored_lines(&app, &a).await, [(ids[0], 3), (ids[1], 3)]);
     assert_eq!(stored_lines(&app, &b).await, [(ids[0], 4)]);
     assert_eq!((batch_sizes.get_sample_count(), batch_sizes.get_sample_sum()), (4, 10.0));
+    assert_eq!(batch_seconds.get_sample_count(), 4, "each batch timed once");
 }
 
 /// Many shoppers' changes of every kind in one `cart_changes` call (several changes to one cart

@@ -44,8 +44,9 @@ pub async fn get(redis: &RedisClient, user: Uuid) -> Option<UserCart> {
             return None;
         }
     };
-    let (_, json) = raw?.split_once('|').map(|(v, j)| (v.to_owned(), j.to_owned()))?;
-    serde_json::from_str(&json).ok()
+    let raw = raw?;
+    let (_, json) = raw.split_once('|')?;
+    serde_json::from_str(json).ok()
 }
 
 /// Caches `cart` unless a newer one is cached, and then publishes `event` (channel, message):

@@ -18,7 +18,7 @@ use emporium_entities::store::carts::{self, CartChange, CartError, CartLine, Mer
 pub use anonymous::SessionId;
 pub use events::{CartEvent, CartEventStream, CartEvents};
 pub use view::{CartLineView, CartView};
-pub use writer::CartWriter;
+pub use writer::{CartWriter, WriterMetrics};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
@@ -44,15 +44,15 @@ pub struct CartService {
 
 impl CartService {
     /// `write_batches`: batches of signed-in changes sent to Postgres at once (see `writer`);
-    /// 0 sends each change on its own. `batch_sizes` records each batch's size.
+    /// 0 sends each change on its own. `writer_metrics` records each batch.
     pub fn new(
         db: DatabaseConnection,
         redis: RedisClient,
         events: CartEvents,
         write_batches: usize,
-        batch_sizes: Option<prometheus::Histogram>,
+        writer_metrics: Option<WriterMetrics>,
     ) -> Self {
-        let writer = (write_batches > 0).then(|| writer::CartWriter::spawn(db.clone(), write_batches, batch_sizes));
+        let writer = (write_batches > 0).then(|| writer::CartWriter::spawn(db.clone(), write_batches, writer_metrics));
         Self { db, redis, events, writer }
     }
 

@@ -33,18 +33,28 @@ struct Job {
     reply: oneshot::Sender<Result<PricedCart, CartError>>,
 }
 
+/// What the writer records of each batch it sends.
+#[derive(Clone)]
+pub struct WriterMetrics {
+    /// Changes in the batch.
+    pub batch_size: Histogram,
+    /// Seconds from sending the batch to having its outcome (round trip and commit): the stalls
+    /// that make every signed-in write wait show here first.
+    pub batch_seconds: Histogram,
+}
+
 #[derive(Clone)]
 pub struct CartWriter {
     queue: mpsc::Sender<Job>,
 }
 
 impl CartWriter {
-    /// Starts the writer, `in_flight` batches at a time, recording each batch's size in
-    /// `batch_sizes`; it stops when the last clone of the returned handle is dropped.
-    pub fn spawn(db: DatabaseConnection, in_flight: usize, batch_sizes: Option<Histogram>) -> Self {
+    /// Starts the writer, `in_flight` batches at a time, recording each batch in `metrics`; it
+    /// stops when the last clone of the returned handle is dropped.
+    pub fn spawn(db: DatabaseConnection, in_flight: usize, metrics: Option<WriterMetrics>) -> Self {
         let in_flight = in_flight.max(1);
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH * in_flight);
-        tokio::spawn(dispatch(db, jobs, in_flight, batch_sizes));
+        tokio::spawn(dispatch(db, jobs, in_flight, metrics));
         Self { queue }
     }
 
@@ -60,7 +70,7 @@ fn stopped(what: &str) -> CartError {
     CartError::Store(StoreError::Db(DbErr::Custom(what.to_owned())))
 }
 
-async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flight: usize, batch_sizes: Option<Histogram>) {
+async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flight: usize, metrics: Option<WriterMetrics>) {
     let slots = Arc::new(Semaphore::new(in_flight));
     loop {
         // A slot first: while every slot is busy, changes gather in the queue for the next batch.
@@ -69,18 +79,21 @@ async fn dispatch(db: DatabaseConnection, mut jobs: mpsc::Receiver<Job>, in_flig
         if jobs.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return; // every handle is gone
         }
-        if let Some(sizes) = &batch_sizes {
-            sizes.observe(batch.len() as f64);
+        if let Some(metrics) = &metrics {
+            metrics.batch_size.observe(batch.len() as f64);
         }
-        let db = db.clone();
-        tokio::spawn(async move { write(&db, batch, slot).await });
+        let (db, metrics) = (db.clone(), metrics.clone());
+        tokio::spawn(async move { write(&db, batch, slot, metrics.as_ref()).await });
     }
 }
 
 /// Sends one batch, holding `slot` while the batch runs.
-async fn write(db: &DatabaseConnection, batch: Vec<Job>, slot: OwnedSemaphorePermit) {
+async fn write(db: &DatabaseConnection, batch: Vec<Job>, slot: OwnedSemaphorePermit, metrics: Option<&WriterMetrics>) {
     let changes: Vec<(Uuid, CartChange)> = batch.iter().map(|job| (job.user, job.change)).collect();
-    match carts::change_user_carts(db, &changes, MAX_LINE_QUANTITY, Some(BATCH_LOCK_TIMEOUT)).await {
+    let timer = metrics.map(|m| m.batch_seconds.start_timer());
+    let result = carts::change_user_carts(db, &changes, MAX_LINE_QUANTITY, Some(BATCH_LOCK_TIMEOUT)).await;
+    drop(timer); // observes
+    match result {
         Ok(outcomes) => {
             for (job, outcome) in batch.into_iter().zip(outcomes) {
                 let _ = job.reply.send(outcome); // the request may have gone; the change stands
