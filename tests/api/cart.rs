@@ -410,7 +410,6 @@ async fn twenty_concurrent_adds_to_one_line_all_count() {
     // and each batch's time in Postgres, one observation per batch
     let count = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)).map(|n| n.trim().parse::<u64>().unwrap());
     let batches = count("cart_write_batch_size_count ").expect("batch sizes counted");
-    assert!(batches >= 1, "{metrics}");
     assert_eq!(count("cart_write_batch_seconds_count "), Some(batches), "{metrics}");
 
     let first = anon(&app, Method::POST, "/cart/items", None, Some(json!({ "productId": ids[0], "quantity": 1 }))).await;
