@@ -11,7 +11,9 @@
 //! same clients, which gives the latency a shopper sees at that load: each request goes out when it
 //! falls due, on another connection of its client if the last is still unanswered. Saturated latency is mostly
 //! queueing (32 clients / throughput by Little's law); half load is where the design states
-//! checkout's latency target. TAIL=1 also prints, for each run, the slowest requests with when
+//! checkout's latency target. RATES (requests a second, comma-separated) paces every kind at those
+//! rates instead, so that builds or settings of different capacity are compared at the same
+//! offered load. TAIL=1 also prints, for each run, the slowest requests with when
 //! they were sent and how the slowest 1% spread over the run (a stall shows as a cluster).
 
 // the allocator the API and worker binaries run with
@@ -159,7 +161,7 @@ async fn main() {
     println!(
         "cart benchmark: {clients} concurrent clients x {ops} requests (add / update alternating, after {warmup} unmeasured each), API in-process, one keep-alive connection per client when saturated (paced: more when a request falls due before the last is answered); signed-in changes batched {write_batches} at a time"
     );
-    let loads = latency_loads();
+    let offered = Offered::from_env();
     let mut results: Vec<KindRun> = Vec::new();
     let kinds_to_run = [
         ("anonymous", "anonymous (Redis)", Some(&shop), true),
@@ -179,9 +181,10 @@ async fn main() {
             run(Pace::Saturate, warmup, &shop.products, identities, &connections).await;
             let saturated = run(Pace::Saturate, ops, &shop.products, identities, &connections).await;
             let mut paced = Vec::new();
-            for &load in &loads {
-                let pace = Pace::share_of(saturated.per_second(), load);
-                paced.push((load, pace, run(pace, ops, &shop.products, identities, &connections).await));
+            for offer in &offered {
+                let pace = offer.pace(saturated.per_second());
+                let label = offer.describe(pace, saturated.per_second());
+                paced.push((label, run(pace, ops, &shop.products, identities, &connections).await));
             }
             results.push(KindRun { kind, name, round, saturated, paced });
         }
@@ -190,13 +193,13 @@ async fn main() {
     for result in &results {
         let round = if rounds > 1 { format!(", round {}", result.round) } else { String::new() };
         result.saturated.print(&format!("{}, saturated{round}", result.name));
-        for (load, pace, figures) in &result.paced {
-            figures.print(&format!("{}, {:.0}% load ({}){round}", result.name, load * 100.0, pace.describe()));
+        for (label, figures) in &result.paced {
+            figures.print(&format!("{}, {label}{round}", result.name));
         }
     }
     if rounds > 1 {
         println!();
-        print_rounds_summary(&results, &loads);
+        print_rounds_summary(&results, &offered);
     }
     // ratios within each round, where both designs ran minutes apart at most
     let ratios = |a: &str, b: &str, of: fn(&Figures) -> f64| -> Vec<f64> {
@@ -225,19 +228,61 @@ struct KindRun {
     name: &'static str,
     round: usize,
     saturated: Figures,
-    paced: Vec<(f64, Pace, Figures)>,
+    /// what was offered (see `Offered::describe`) and what came of it
+    paced: Vec<(String, Figures)>,
+}
+
+/// The load of a paced run.
+enum Offered {
+    /// This share of the kind's capacity as measured saturated in the same round (`LOADS`).
+    Share(f64),
+    /// This many requests a second, whatever the capacity (`RATES`).
+    Rate(f64),
+}
+
+impl Offered {
+    /// `RATES` when set, else `LOADS` (see `load::latency_loads`).
+    fn from_env() -> Vec<Self> {
+        let rates: Vec<Self> = std::env::var("RATES")
+            .map(|v| v.split(',').filter_map(|r| r.trim().parse::<f64>().ok()).filter(|r| *r > 0.0).map(Offered::Rate).collect())
+            .unwrap_or_default();
+        if rates.is_empty() { latency_loads().into_iter().map(Offered::Share).collect() } else { rates }
+    }
+
+    fn pace(&self, capacity_per_second: f64) -> Pace {
+        match *self {
+            Offered::Share(fraction) => Pace::share_of(capacity_per_second, fraction),
+            Offered::Rate(rate) => Pace::Rate(rate),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Offered::Share(fraction) => format!("{:.0}% load", fraction * 100.0),
+            Offered::Rate(rate) => format!("{rate:.0}/s"),
+        }
+    }
+
+    /// The label with the other side of the pair: the rate a share came to, or the share of
+    /// this run's capacity a rate was.
+    fn describe(&self, pace: Pace, capacity_per_second: f64) -> String {
+        match self {
+            Offered::Share(_) => format!("{} ({})", self.label(), pace.describe()),
+            Offered::Rate(rate) => format!("{} ({:.0}% of capacity)", self.label(), rate / capacity_per_second * 100.0),
+        }
+    }
 }
 
 /// Per kind and load, the p99 over the rounds and how many rounds met the design's 10 ms.
-fn print_rounds_summary(results: &[KindRun], loads: &[f64]) {
+fn print_rounds_summary(results: &[KindRun], offered: &[Offered]) {
     println!("over the rounds: p99 median, range, and rounds that met p99 <= 10 ms");
     // every round runs the same kinds, in the same order
     for first in results.iter().filter(|r| r.round == 1) {
         let (kind, name) = (first.kind, first.name);
         let runs: Vec<&KindRun> = results.iter().filter(|r| r.kind == kind).collect();
         let mut lines = vec![("saturated".to_owned(), runs.iter().map(|r| &r.saturated).collect::<Vec<_>>())];
-        for (i, load) in loads.iter().enumerate() {
-            lines.push((format!("{:.0}% load", load * 100.0), runs.iter().map(|r| &r.paced[i].2).collect()));
+        for (i, offer) in offered.iter().enumerate() {
+            lines.push((offer.label(), runs.iter().map(|r| &r.paced[i].1).collect()));
         }
         for (label, figures) in lines {
             let mut p99s: Vec<Duration> = figures.iter().map(|f| f.p99).collect();
