@@ -27,10 +27,11 @@ impl fmt::Debug for Secret {
 /// One batch of signed-in cart changes at a time: changes arriving meanwhile go together in the
 /// next. Two were the default until `cart_changes` worked in rounds (a big batch now costs about
 /// what a small one does); since then two make smaller batches, each paying its own statements,
-/// commit and WAL flush, and competing for the two cores with the API. Measured side by side
-/// (cart benchmark, README, tenth machine): one gave 29 – 35% more capacity in four runs of each and a lower p99, both
-/// saturated and at the same offered rate. A cart locked elsewhere holds a batch up for at most
-/// the writer's lock timeout, after which its changes go on their own (see `cart::writer`).
+/// commit and WAL flush, and competing with the API for the two cores. Measured side by side
+/// (cart benchmark, README, tenth machine): one gave 29 – 35% more capacity in four runs of each
+/// and a lower p99, saturated and at the same offered rate. A cart locked elsewhere holds a batch
+/// up for at most the writer's lock timeout, after which its changes go on their own (see
+/// `cart::writer`).
 pub const DEFAULT_CART_WRITE_BATCHES: usize = 1;
 
 pub const DEV_JWT_SECRET: &str = "emporium-dev-secret-change-me-in-production";
